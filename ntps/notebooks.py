@@ -1,0 +1,147 @@
+"""Run the book's notebooks: jupytext sources + a papermill parameter file -> executed .ipynb.
+
+Layout (see DESIGN §3): ``notebooks/<name>.py`` (jupytext percent format, one cell tagged
+``parameters``) and ``notebooks/params/<name>/<profile>.yaml`` with profiles ``smoke`` (a tiny
+random model, seconds), ``cpu`` (what the book shows) and ``colab-paper`` (hub models on a GPU).
+
+The executed copy records a hash of everything it depends on (source, parameters, the ``ntps``
+package); an unchanged notebook is not run again. A failed run raises and leaves only a
+``<name>.failed.ipynb`` beside the outputs, never a stale or half-written ``<name>.ipynb``.
+
+Command line: ``python -m ntps.notebooks --profile cpu --out book/executed [NOTEBOOK ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from .cache import atomic_file
+
+__all__ = ["repo_root", "notebook_sources", "params_file", "load_params", "execute", "main"]
+
+PROFILES = ("smoke", "cpu", "colab-paper")
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The folder holding ``_config.yml``, searched upwards from ``start`` (default: this package)."""
+    here = Path(start or Path(__file__).parent).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    raise FileNotFoundError(f"no _config.yml with a notebooks/ folder above {here}: run from a checkout of the book")
+
+
+def notebook_sources(root: str | Path | None = None) -> list[Path]:
+    """All notebook sources ``notebooks/*.py``, in name order."""
+    return sorted((repo_root(root) / "notebooks").glob("[0-9]*.py"))
+
+
+def params_file(source: str | Path, profile: str) -> Path:
+    source = Path(source)
+    path = source.parent / "params" / source.stem / f"{profile}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise FileNotFoundError(f"{source.name} has no {profile!r} parameter file ({path}); available: {available}")
+    return path
+
+
+def load_params(source: str | Path, profile: str) -> dict:
+    """The parameters of ``profile`` for ``source``, plus ``package_source`` from ``_config.yml``."""
+    with open(params_file(source, profile)) as handle:
+        params = yaml.safe_load(handle) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{params_file(source, profile)} must hold a mapping of parameter names to values")
+    with open(repo_root(source) / "_config.yml") as handle:
+        config = yaml.safe_load(handle)
+    # The repository URL lives only in _config.yml; Colab installs the package from it.
+    params.setdefault("package_source", f"git+{config['repository']['url']}")
+    return params
+
+
+def _input_hash(source: Path, params: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(source.read_bytes())
+    digest.update(yaml.safe_dump(params, sort_keys=True).encode())
+    for module in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(module.read_bytes())
+    return digest.hexdigest()
+
+
+def execute(source: str | Path, profile: str = "cpu", output_dir: str | Path = "book/executed", *,
+            kernel_name: str = "python3", timeout: int | None = None, force: bool = False,
+            extra_parameters: dict | None = None) -> Path:
+    """Execute one notebook source with a parameter profile; return the executed ``.ipynb``.
+
+    The notebook runs with its own folder (``notebooks/``) as working directory.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    source = Path(source).resolve()
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook source {source} does not exist")
+    params = load_params(source, profile) | (extra_parameters or {})
+    output_dir = Path(output_dir)
+    output = output_dir / f"{source.stem}.ipynb"
+    failed = output_dir / f"{source.stem}.failed.ipynb"
+    wanted = _input_hash(source, params)
+    if not force and output.is_file():
+        previous = nbformat.read(output, as_version=4)
+        if previous.metadata.get("ntps", {}).get("input_hash") == wanted:
+            return output
+
+    notebook = jupytext.read(source)
+    if not any("parameters" in cell.metadata.get("tags", []) for cell in notebook.cells):
+        raise ValueError(f"{source.name} has no cell tagged 'parameters'; papermill needs one")
+    notebook.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
+    with atomic_file(output) as tmp:
+        tmp_ipynb = tmp.with_suffix(".ipynb")
+        try:
+            executed = papermill.execute_notebook(
+                notebook, str(tmp_ipynb), parameters=params, kernel_name=kernel_name,
+                cwd=str(source.parent), execution_timeout=timeout, progress_bar=False)
+        except Exception:
+            if tmp_ipynb.exists():
+                os.replace(tmp_ipynb, failed)
+            raise
+        finally:
+            tmp_ipynb.unlink(missing_ok=True)
+        executed.metadata["ntps"] = {"input_hash": wanted, "profile": profile, "source": f"notebooks/{source.name}"}
+        nbformat.write(executed, tmp)
+    failed.unlink(missing_ok=True)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ntps.notebooks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="notebook sources (default: every notebooks/[0-9]*.py)")
+    parser.add_argument("--profile", default="cpu", choices=PROFILES)
+    parser.add_argument("--out", default=None, help="output folder (default: book/executed in the checkout)")
+    parser.add_argument("--force", action="store_true", help="run even when nothing changed")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+    sources = [Path(p) for p in args.notebooks] or notebook_sources()
+    out = Path(args.out) if args.out else repo_root() / "book" / "executed"
+    for source in sources:
+        start = time.perf_counter()
+        print(f"[ntps] running {source.name} ({args.profile}) ...", flush=True)
+        try:
+            execute(source, args.profile, out, force=args.force, timeout=args.timeout)
+        except Exception as error:  # report which notebook failed, then fail the build
+            print(f"[ntps] {source.name} FAILED: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            return 1
+        print(f"[ntps] {source.name} done in {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ntps import models
+from ntps.cache import cache_dir
+from ntps.models import ModelNotFoundError, load
+
+
+def _logits(model, tokenizer, texts):
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_saved_folder_loads_back_identically(tmp_path, architecture):
+    from ntps.tiny import tiny_model
+
+    model, tokenizer = tiny_model(architecture, seed=3)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tokenizer = load(tmp_path)
+    texts = ["a short one", "and a somewhat longer text to pad against"]
+    assert loaded_tokenizer(texts)["input_ids"] == tokenizer(texts)["input_ids"]
+    torch.testing.assert_close(_logits(loaded, loaded_tokenizer, texts), _logits(model, tokenizer, texts),
+                               rtol=0, atol=0)
+    assert not loaded.training
+    assert loaded.config.pad_token_id == loaded_tokenizer.pad_token_id is not None
+
+
+def test_pad_token_set_when_the_tokenizer_has_none(tmp_path):
+    from ntps.tiny import tiny_model
+
+    model, tokenizer = tiny_model("gpt2")
+    tokenizer.pad_token = None
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, loaded_tokenizer = load(tmp_path)
+    assert loaded_tokenizer.pad_token == loaded_tokenizer.eos_token == "</s>"
+    batch = loaded_tokenizer(["one", "one two three"], padding=True)
+    assert len(set(map(len, batch["input_ids"]))) == 1
+
+
+def test_dtype_and_bad_dtype():
+    model, _ = load("tiny-llama", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        load("tiny-llama", dtype="float8")
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ModelNotFoundError, match="unknown model 'smollm2-135'.*Did you mean 'smollm2-135m'"):
+        load("smollm2-135")
+
+
+def test_missing_paths_say_so(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load(tmp_path / "absent" / "model.gguf")
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load("./no/such/folder")
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        load(tmp_path)
+
+
+def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="hub cannot be reached.*smollm2-135m"):
+        load("Qwen/Qwen2-0.5B-not-cached-here")
+    assert time.perf_counter() - start < 15
+
+
+def test_unreachable_endpoint_is_detected_without_hanging(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    start = time.perf_counter()
+    assert models.hub_reachable(timeout=2.0) is False
+    assert time.perf_counter() - start < 5
+
+
+def test_trust_remote_code_is_off_unless_asked(monkeypatch):
+    seen = []
+
+    def fake_from_pretrained(source, **kwargs):
+        seen.append(kwargs["trust_remote_code"])
+        return load("tiny-llama")
+
+    monkeypatch.setattr(models, "_from_pretrained", fake_from_pretrained)
+    load("org/model")
+    load("org/model", trust_remote_code=True)
+    assert seen == [False, True]
+
+
+GGUF = Path(cache_dir("downloads")) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.skipif(not GGUF.is_file(), reason="offline model not fetched (run `make setup`)")
+def test_offline_model_matches_a_direct_gguf_load():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = load("smollm2-135m")
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (30, 576)
+    assert (models.prepare_offline_model() / "ntps_source.json").is_file()
+    # Independent path: transformers dequantising the GGUF file itself.
+    reference = AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, dtype=torch.float32)
+    reference_tokenizer = AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
+    text = ["The capital of France is"]
+    assert tokenizer(text)["input_ids"] == reference_tokenizer(text)["input_ids"]
+    torch.testing.assert_close(_logits(model, tokenizer, text), _logits(reference, reference_tokenizer, text),
+                               rtol=0, atol=0)
+    # Same file through the .gguf path of load().
+    via_file, _ = load(GGUF)
+    torch.testing.assert_close(_logits(via_file, tokenizer, text), _logits(model, tokenizer, text), rtol=0, atol=0)

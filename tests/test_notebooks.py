@@ -1,0 +1,71 @@
+"""Every notebook runs through papermill with its smoke parameters, as `make book` runs it."""
+
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from ntps import notebooks
+
+ROOT = notebooks.repo_root(Path(__file__).parent)
+SOURCES = notebooks.notebook_sources(ROOT)
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in SOURCES][:1] == ["00_quickstart.py"]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_parameter_files_and_parameters_cell(source):
+    for profile in notebooks.PROFILES:
+        params = notebooks.load_params(source, profile)
+        assert params["package_source"].startswith("git+https://")
+    tagged = [c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    names_in_cell = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
+    for profile in notebooks.PROFILES:  # a parameter file may only set parameters the notebook has
+        assert set(notebooks.load_params(source, profile)) <= names_in_cell
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_smoke_run(source, tmp_path):
+    output = notebooks.execute(source, "smoke", tmp_path)
+    executed = nbformat.read(output, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "tiny-" in injected[0].source
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    assert any("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    # Unchanged inputs: the executed copy is reused, not run again.
+    stamp = output.stat().st_mtime_ns
+    assert notebooks.execute(source, "smoke", tmp_path) == output
+    assert output.stat().st_mtime_ns == stamp
+
+
+def _toy_repo(tmp_path, code):
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://example.org/toy\n")
+    (tmp_path / "notebooks" / "params" / "01_toy").mkdir(parents=True)
+    (tmp_path / "notebooks" / "params" / "01_toy" / "smoke.yaml").write_text("value: 2\n")
+    source = tmp_path / "notebooks" / "01_toy.py"
+    source.write_text('# %% tags=["parameters"]\nvalue = 1\npackage_source = None\n\n# %%\n' + code + "\n")
+    return source
+
+
+def test_a_failing_notebook_raises_and_leaves_no_output(tmp_path):
+    source = _toy_repo(tmp_path, "assert value == 1, 'parameter was injected'")
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="parameter was injected"):
+        notebooks.execute(source, "smoke", out)
+    assert not (out / "01_toy.ipynb").exists()
+    assert (out / "01_toy.failed.ipynb").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["01_toy.failed.ipynb"]
+
+
+def test_missing_profile_and_missing_parameters_cell(tmp_path):
+    source = _toy_repo(tmp_path, "print(value)")
+    with pytest.raises(FileNotFoundError, match="no 'cpu' parameter file.*available: \\['smoke'\\]"):
+        notebooks.execute(source, "cpu", tmp_path / "out")
+    source.write_text("# %%\nprint(1)\n")
+    with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
+        notebooks.execute(source, "smoke", tmp_path / "out")
