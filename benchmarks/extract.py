@@ -1,0 +1,189 @@
+"""Throughput of `ntps.extract.moments` against a bare forward pass and the released algorithm.
+
+In one run, for each model shape, over the same length-sorted batches of the same texts:
+
+* bare      : the transformer forward with all hidden states, nothing else (the floor);
+* moments   : `ntps.extract.moments` (tokenising, forward, all-layer accumulation);
+* released  : the forward plus the per-text triangular-matrix accumulation of the paper's
+              released code (transcribed below in this project's words), float32.
+
+It prints tokens per second, the ratios, the peak GPU memory, and the relative error of the
+moments against a float64 accumulation of the same batch. Random-init models of the paper's
+shapes are built from their configs (no weights needed).
+
+    python benchmarks/extract.py                       # CPU, a mid-size random model
+    python benchmarks/extract.py --device cuda --shapes qwen2-0.5b llama3-8b
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+from ntps.extract import _backbone, moments, plan_batches
+
+SHAPES = {
+    "cpu-mid": lambda: LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+                                   num_key_value_heads=8, vocab_size=32000),
+    "qwen2-0.5b": lambda: Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                      num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                                      tie_word_embeddings=True),
+    "llama3-8b": lambda: LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                                     rope_theta=500000.0),
+}
+
+
+def number_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """Texts are space-separated token ids: "17 4 99" encodes to [17, 4, 99]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {str(i): i for i in range(vocab_size - 1)} | {"<pad>": vocab_size - 1}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>")
+
+
+def random_texts(n: int, min_len: int, max_len: int, vocab: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(map(str, rng.integers(0, vocab - 1, size=rng.integers(min_len, max_len + 1)))) for _ in range(n)]
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def padded_batches(tokenizer, texts, batch_size, device):
+    ids = tokenizer(texts)["input_ids"]
+    for batch in plan_batches([len(x) for x in ids], batch_size):
+        padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+        yield padded["input_ids"].to(device), padded["attention_mask"].to(device)
+
+
+@torch.no_grad()
+def bare_pass(backbone, batches):
+    for ids, mask in batches:
+        backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+
+
+@torch.no_grad()
+def released_pass(backbone, batches, num_classes=2):
+    """Per text: prefix sums and next-token states through triangular and shift matrices, all layers
+    at once, as the released code does (right padding: the real tokens come first)."""
+    sums = None
+    for ids, mask in batches:
+        states = torch.stack(backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                                      use_cache=False).hidden_states)  # [L, B, T, d]
+        if sums is None:
+            L, d = states.shape[0], states.shape[-1]
+            sums = [torch.zeros(L, d, d, device=ids.device) for _ in range(2)]
+        for i in range(ids.shape[0]):
+            T = int(mask[i].sum())
+            if T < 2:
+                continue
+            prefix_map = torch.triu(torch.ones(T, T - 1, device=ids.device))  # column j sums tokens 0..j
+            shift_map = torch.cat([torch.zeros(1, T - 1, device=ids.device), torch.eye(T - 1, device=ids.device)])
+            h = states[:, i, :T].float()  # [L, T, d]
+            prefix_t = h.transpose(1, 2) @ prefix_map  # [L, d, T-1]
+            sums[0] += prefix_t @ prefix_map.T @ h
+            sums[1] += prefix_t @ shift_map.T @ h
+    return sums
+
+
+def timed(fn, device, repeats=1):
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def relative_error(model, tokenizer, texts, device):
+    """Moments of one batch at the default precision against a float64 accumulation of the same states."""
+    fast = moments(model, tokenizer, texts, np.arange(len(texts)) % 2, batch_size=len(texts), progress=False)
+    exact = moments(model, tokenizer, texts, np.arange(len(texts)) % 2, batch_size=len(texts), precision="float64",
+                    progress=False)
+    errors = {}
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        a, b = getattr(fast, name), getattr(exact, name)
+        errors[name] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    return errors, fast.metadata["precision"]
+
+
+def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeats):
+    config = SHAPES[name]()
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.eval()
+    tokenizer = number_tokenizer(min(config.vocab_size, 32000))
+    texts = random_texts(n_texts, min_len, max_len, tokenizer.vocab_size)
+    labels = np.arange(n_texts) % 2
+    backbone = _backbone(model)
+    tokens = sum(len(x) for x in tokenizer(texts)["input_ids"])
+
+    warm = texts[:batch_size]
+    bare_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
+    moments(model, tokenizer, warm, labels[:batch_size], batch_size=batch_size, progress=False)
+    released_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
+
+    batches = list(padded_batches(tokenizer, texts, batch_size, device))
+    results = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    results["bare"] = timed(lambda: bare_pass(backbone, batches), device, repeats)
+    peak_bare = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    results["moments"] = timed(lambda: moments(model, tokenizer, texts, labels, batch_size=batch_size,
+                                               progress=False), device, repeats)
+    peak_moments = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    results["released"] = timed(lambda: released_pass(backbone, batches), device, repeats)
+    errors, precision = relative_error(model, tokenizer, texts[:batch_size], device)
+
+    print(f"\n== {name} on {device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
+          f"{str(dtype).removeprefix('torch.')}, d={config.hidden_size}, {config.num_hidden_layers + 1} hidden states, "
+          f"{n_texts} texts of {min_len}-{max_len} tokens ({tokens} tokens), batch {batch_size}")
+    for key, seconds in results.items():
+        print(f"  {key:9s} {seconds:8.3f} s   {tokens / seconds:12,.0f} tokens/s")
+    print(f"  moments / bare throughput     : {results['bare'] / results['moments']:.2f}x")
+    print(f"  moments / released throughput : {results['released'] / results['moments']:.2f}x")
+    if device.type == "cuda":
+        print(f"  peak GPU memory: bare {peak_bare / 2**30:.2f} GiB, moments {peak_moments / 2**30:.2f} GiB")
+    print(f"  relative error vs float64 ({precision}): " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES))
+    parser.add_argument("--texts", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--min-len", type=int, default=32)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    shapes = args.shapes or (["qwen2-0.5b", "llama3-8b"] if gpu else ["cpu-mid"])
+    dtype = torch.bfloat16 if gpu else torch.float32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the float32 paths stay float32
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    for name in shapes:
+        run_shape(name, device, dtype, args.texts or (512 if gpu else 48), args.batch_size or (32 if gpu else 16),
+                  args.min_len, args.max_len if gpu else min(args.max_len, 128), args.repeats)
+
+
+if __name__ == "__main__":
+    main()

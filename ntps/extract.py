@@ -1,0 +1,341 @@
+"""Moments of every layer from one streaming forward pass over a dataset.
+
+``moments(model, tokenizer, texts, labels)`` runs the model once over the texts, in batches of
+similar length, and accumulates the four NTPS statistics of every hidden state (DESIGN §2) on
+the model's device. Nothing per text is kept, so memory does not grow with the number of texts.
+
+Exactness and speed:
+
+* only real tokens enter the statistics (the attention mask decides; special tokens the
+  tokenizer adds are real tokens), for right and left padding alike: position ids are derived
+  from the mask, so a padded text sees the positions it would see alone;
+* prefix sums and the per-batch products are formed in float32 and added to float64 sums;
+* on a GPU with a bf16/fp16 model, the products run on tensor cores: each float32 prefix sum is
+  split into a bf16 high part and a bf16 low part, and the three products that matter are summed
+  with float32 output (the lo x lo term is below float32 resolution). The same code runs on the CPU
+  with ``precision="split"`` (the products then run in float32 on the same bf16 operands);
+* a checkpoint every few batches lets a killed run resume with identical results;
+* ``shard=(i, n)`` takes every n-th batch, so n jobs cover a split and their moments merge
+  exactly (:meth:`Moments.merge`); under ``torch.distributed`` each rank takes its own shard
+  and the sums are all-reduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cache import atomic_dir
+from .moments import Moments
+
+__all__ = ["moments", "plan_batches", "NonFiniteStatesError"]
+
+PRECISIONS = ("auto", "float32", "split", "float64")
+
+
+class NonFiniteStatesError(FloatingPointError):
+    """A hidden state was NaN or infinite."""
+
+
+# -- input checks ----------------------------------------------------------------------------
+def _check_inputs(texts, labels, num_classes):
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts given: moments need at least one text")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must be strings; entries {bad[:5]} are {type(texts[bad[0]]).__name__}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(texts):
+        raise ValueError(f"{len(texts)} texts but labels of shape {labels.shape}: give one integer label per text")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise TypeError(f"labels must be integers 0..C-1, got dtype {labels.dtype}")
+    num_classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if out_of_range.size:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}; entries {out_of_range[:5].tolist()} have "
+                         f"{labels[out_of_range[:5]].tolist()} (set num_classes or fix the labels)")
+    return texts, labels.astype(np.int64), num_classes
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, shard: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Batches of text indices, longest texts first, similar lengths together.
+
+    A stable sort makes the plan deterministic; ``shard=(i, n)`` keeps every n-th batch starting
+    at batch i, which balances the work of n jobs.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    if shard is not None:
+        index, count = shard
+        if not (count >= 1 and 0 <= index < count):
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+        batches = batches[index::count]
+    return batches
+
+
+# -- the products ----------------------------------------------------------------------------
+def _mm_float32_out(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left @ right for bf16 operands with a float32 result (tensor cores where available)."""
+    if left.is_cuda:
+        try:
+            return torch.mm(left, right, out_dtype=torch.float32)
+        except (RuntimeError, TypeError):
+            pass
+    # Products of bf16 numbers are exact in float32: same arithmetic, slower kernel.
+    return torch.mm(left.float(), right.float())
+
+
+def _split_bf16(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    high = values.to(torch.bfloat16)
+    low = (values - high.float()).to(torch.bfloat16)
+    return high, low
+
+
+def _pair_products(prefix: torch.Tensor, following: torch.Tensor, precision: str):
+    """(prefix^T prefix, prefix^T following) for prefix [P,d] float32 and following [P,d]."""
+    d = prefix.shape[1]
+    if precision == "float64":
+        prefix = prefix.double()
+        return prefix.T @ prefix, prefix.T @ following.double()
+    if precision == "float32":
+        both = prefix.T @ torch.cat([prefix, following.float()], dim=1)
+        return both[:, :d], both[:, d:]
+    # "split": prefix = hi + lo; following is bf16 already, or split too (fp16/float32 states).
+    high, low = _split_bf16(prefix)
+    if following.dtype == torch.bfloat16:
+        right = torch.cat([high, following], dim=1)
+    else:
+        right = torch.cat([high, *_split_bf16(following.float())], dim=1)
+    products = _mm_float32_out(torch.cat([high, low], dim=1).T, right)  # [2d, 2d or 3d]
+    low_high = products[d:, :d]
+    gram = products[:d, :d] + low_high + low_high.T
+    cross = products[:d, d:2 * d] + products[d:, d:2 * d]
+    if following.dtype != torch.bfloat16:
+        cross = cross + products[:d, 2 * d:]
+    return gram, cross
+
+
+class _Accumulator:
+    """Float64 sums on the device, one slot per chosen layer."""
+
+    def __init__(self, num_layers, d, num_classes, device):
+        shape = (num_layers, d, d)
+        self.xx = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.xy = torch.zeros((num_layers, d, num_classes), dtype=torch.float64, device=device)
+        self.ss = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.sh = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.n_texts = 0
+        self.n_pairs = 0
+
+    def add_batch(self, states, layers, mask, onehot, precision):
+        lengths = mask.sum(dim=1, keepdim=True).to(torch.float64)
+        pair_mask = (mask[:, :-1] & mask[:, 1:]).bool()
+        token_weight = mask.unsqueeze(-1).to(torch.float32)
+        finite = torch.ones(len(layers), dtype=torch.bool, device=mask.device)
+        for slot, layer in enumerate(layers):
+            hidden = states[layer]
+            prefix = (hidden.float() * token_weight).cumsum(dim=1)  # padding contributes zeros
+            pooled = prefix[:, -1].double() / lengths  # the full sum, whatever the padding side
+            self.xx[slot] += pooled.T @ pooled
+            self.xy[slot] += pooled.T @ onehot
+            gram, cross = _pair_products(prefix[:, :-1][pair_mask], hidden[:, 1:][pair_mask], precision)
+            self.ss[slot] += gram
+            self.sh[slot] += cross
+            finite[slot] = torch.isfinite(pooled).all() & torch.isfinite(gram).all() & torch.isfinite(cross).all()
+        self.n_texts += int(mask.shape[0])
+        self.n_pairs += int(pair_mask.sum())
+        return finite
+
+    def to_moments(self, layers, metadata) -> Moments:
+        return Moments(self.xx.cpu().numpy(), self.xy.cpu().numpy(), self.ss.cpu().numpy(), self.sh.cpu().numpy(),
+                       layers=list(layers), n_texts=self.n_texts, n_pairs=self.n_pairs, metadata=metadata)
+
+    def load(self, saved: Moments):
+        for name, total in (("xx", saved.sum_xx), ("xy", saved.sum_xy), ("ss", saved.sum_ss), ("sh", saved.sum_sh)):
+            getattr(self, name).copy_(torch.from_numpy(total))
+        self.n_texts, self.n_pairs = saved.n_texts, saved.n_pairs
+
+
+# -- the model -------------------------------------------------------------------------------
+def _backbone(model):
+    """The transformer without its LM head: hidden states are all we need, logits are wasted work."""
+    base = getattr(model, "base_model", None)
+    if base is not None and base is not model and callable(base):
+        return base
+    return model
+
+
+def _forward_states(backbone, accepts_positions, input_ids, mask):
+    kwargs = dict(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    if accepts_positions:
+        # Positions counted over real tokens: left padding then gives each text the positions it has alone.
+        kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    output = backbone(**kwargs)
+    states = getattr(output, "hidden_states", None)
+    if states is None:
+        raise ValueError(f"{type(backbone).__name__} returned no hidden states; NTPS needs a model that supports "
+                         "output_hidden_states=True")
+    return states
+
+
+def _fingerprint(texts, labels, settings) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+# -- the entry point -------------------------------------------------------------------------
+@torch.no_grad()
+def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int | None = None,
+            batch_size: int = 16, max_length: int | None = None, layers: Sequence[int] | None = None,
+            device=None, dtype=None, precision: str = "auto", shard: tuple[int, int] | None = None,
+            checkpoint: str | Path | None = None, checkpoint_every: int = 50, progress: bool = True,
+            metadata: dict | None = None) -> Moments:
+    """Accumulate sxx, sxy, c0, c1 of every chosen layer over ``texts`` in one forward pass.
+
+    Parameters
+    ----------
+    model, tokenizer : a causal LM and its tokenizer (``ntps.models.load``); the tokenizer's
+        ``padding_side`` is respected.
+    texts : N strings. labels : N integers in ``0..num_classes-1``.
+    num_classes : C; default ``max(labels) + 1``.
+    batch_size : texts per forward pass (texts are sorted by length, longest first).
+    max_length : truncate each text to this many tokens (special tokens included).
+    layers : hidden-state indices to keep (0 = embedding output); default all of them.
+    device, dtype : move/cast the model first; default: leave it where and as it is.
+    precision : how products of prefix sums are formed: ``"auto"`` (``"split"`` on a GPU with a
+        bf16/fp16 model, else ``"float32"``), ``"float32"``, ``"split"`` (bf16 hi/lo on tensor
+        cores, ~1e-6 relative), or ``"float64"`` (reference, slow).
+    shard : ``(i, n)``: process every n-th batch starting at i; merge the n results with
+        ``Moments.merge``. Under an initialised ``torch.distributed`` the default is
+        ``(rank, world_size)`` and the result is all-reduced.
+    checkpoint : a folder; partial sums are saved there every ``checkpoint_every`` batches and a
+        rerun with the same inputs resumes from them (and returns at once when complete).
+    metadata : extra provenance to record (for example ``{"dataset": ..., "split": ...}``).
+
+    Returns
+    -------
+    Moments with sums over the texts of this shard, for the chosen layers.
+    """
+    texts, labels, num_classes = _check_inputs(texts, labels, num_classes)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    if dtype is not None:
+        from .models import _resolve_dtype
+
+        model.to(_resolve_dtype(dtype))
+    if device is not None:
+        model.to(device)
+    model.eval()
+    parameter = next(model.parameters())
+    run_device, model_dtype = parameter.device, parameter.dtype
+    if precision == "auto":
+        precision = "split" if run_device.type == "cuda" and model_dtype in (torch.bfloat16, torch.float16) else "float32"
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if shard is None and distributed:
+        shard = (torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=max_length is not None, max_length=max_length)
+    input_ids = encoded["input_ids"]
+    lengths = [len(ids) for ids in input_ids]
+    empty = [i for i, n in enumerate(lengths) if n == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} texts tokenise to nothing (positions {empty[:5]}); drop them first")
+
+    num_states = getattr(model.config, "num_hidden_layers", None)
+    all_layers = list(range(num_states + 1)) if num_states is not None else None
+    chosen = list(all_layers if layers is None else layers)
+    if all_layers is not None:
+        outside = [l for l in chosen if l not in all_layers]
+        if outside:
+            raise ValueError(f"layers {outside} do not exist: this model has hidden states 0..{num_states}")
+    if len(set(chosen)) != len(chosen) or not chosen:
+        raise ValueError(f"layers must be distinct and non-empty, got {chosen}")
+
+    batches = plan_batches(lengths, batch_size, shard)
+    onehot_all = torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).to(torch.float64)
+    model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
+    info = {"model": model_id, "revision": getattr(model.config, "_commit_hash", None), "max_length": max_length,
+            "model_dtype": str(model_dtype).removeprefix("torch."), "precision": precision,
+            "device": run_device.type, "ntps_version": __version__, "torch_version": torch.__version__,
+            "batch_size": batch_size, "shard": list(shard) if shard else None,
+            "padding_side": getattr(tokenizer, "padding_side", "right"), **(metadata or {})}
+    info.setdefault("dataset", None)
+    info.setdefault("split", None)
+
+    d = model.config.hidden_size
+    accumulator = _Accumulator(len(chosen), d, num_classes, run_device)
+    backbone = _backbone(model)
+    accepts_positions = "position_ids" in inspect.signature(backbone.forward).parameters
+    start_batch = 0
+    fingerprint = _fingerprint(texts, labels, {k: info[k] for k in ("model", "max_length", "precision", "batch_size",
+                                                                    "shard", "padding_side")} | {"layers": chosen,
+                                                                    "C": num_classes, "dtype": info["model_dtype"]})
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and (checkpoint / "state.json").is_file():
+        state = json.loads((checkpoint / "state.json").read_text())
+        if state.get("fingerprint") == fingerprint:
+            accumulator.load(Moments.load(checkpoint / "moments"))
+            start_batch = state["next_batch"]
+
+    total_tokens = sum(lengths[i] for batch in batches for i in batch)
+    done_tokens = sum(lengths[i] for batch in batches[:start_batch] for i in batch)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, disable=not progress,
+               desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
+    for number in range(start_batch, len(batches)):
+        batch = batches[number]
+        padded = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt")
+        ids = padded["input_ids"].to(run_device)
+        mask = padded["attention_mask"].to(run_device)
+        states = _forward_states(backbone, accepts_positions, ids, mask)
+        finite = accumulator.add_batch(states, chosen, mask, onehot_all[batch].to(run_device), precision)
+        if not bool(finite.all()):
+            bad = [chosen[slot] for slot in torch.nonzero(~finite).flatten().tolist()]
+            raise NonFiniteStatesError(
+                f"NaN or inf in the hidden states of layer {bad[0]} (layers {bad}) for texts {batch[:5].tolist()}...; "
+                f"with a {info['model_dtype']} model the usual cause is fp16 overflow: use dtype='bfloat16' or "
+                "'float32'")
+        bar.update(int(sum(lengths[i] for i in batch)))
+        if checkpoint is not None and ((number + 1) % checkpoint_every == 0 or number + 1 == len(batches)):
+            _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), fingerprint, number + 1)
+    bar.close()
+
+    if distributed:
+        for total in (accumulator.xx, accumulator.xy, accumulator.ss, accumulator.sh):
+            torch.distributed.all_reduce(total)
+        counts = torch.tensor([accumulator.n_texts, accumulator.n_pairs], dtype=torch.float64, device=run_device)
+        torch.distributed.all_reduce(counts)
+        accumulator.n_texts, accumulator.n_pairs = (int(c) for c in counts.tolist())
+        info["shard"] = None
+    return accumulator.to_moments(chosen, info)
+
+
+def _save_checkpoint(folder: Path, partial: Moments, fingerprint: str, next_batch: int) -> None:
+    # One atomic folder: the sums and the batch counter can never disagree.
+    with atomic_dir(folder) as tmp:
+        partial.save(tmp / "moments")
+        (tmp / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "next_batch": next_batch}) + "\n")

@@ -1,0 +1,204 @@
+"""Moments from the streaming extractor against a per-text float64 loop, and its guarantees."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ntps.extract import NonFiniteStatesError, moments, plan_batches
+from ntps.moments import Moments, MomentsMismatchError
+
+TEXTS = [
+    "The film was a delight from start to finish.",
+    "Dull.",
+    "A",
+    "Next token prediction shapes what a language model perceives, or so the paper says.",
+    "I am, you are, it is.",
+    "She was lovely, enjoyable, amazing and delighted; he was horrible, unhappy and lonely.",
+    "0123",
+]
+LABELS = np.array([0, 1, 2, 0, 1, 2, 0])
+
+
+def reference_moments(model, tokenizer, texts, labels, num_classes, max_length=None, layers=None):
+    """DESIGN §2 written out per text and per token, in float64, each text run alone (no padding)."""
+    num_states = model.config.num_hidden_layers + 1
+    layers = list(range(num_states)) if layers is None else layers
+    d = model.config.hidden_size
+    sums = {k: np.zeros((len(layers), d, d)) for k in ("xx", "ss", "sh")}
+    sums["xy"] = np.zeros((len(layers), d, num_classes))
+    pairs = 0
+    for text, label in zip(texts, labels):
+        ids = tokenizer(text, truncation=max_length is not None, max_length=max_length, return_tensors="pt")
+        with torch.no_grad():
+            states = model(**ids, output_hidden_states=True).hidden_states
+        y = np.eye(num_classes)[label]
+        for slot, layer in enumerate(layers):
+            h = states[layer][0].double().numpy()  # [T, d]
+            T = h.shape[0]
+            x = h.mean(axis=0)
+            sums["xx"][slot] += np.outer(x, x)
+            sums["xy"][slot] += np.outer(x, y)
+            for t in range(1, T):  # s_t = h_1 + ... + h_t paired with h_{t+1} (1-indexed)
+                s = h[:t].sum(axis=0)
+                sums["ss"][slot] += np.outer(s, s)
+                sums["sh"][slot] += np.outer(s, h[t])
+        pairs += max(states[0].shape[1] - 1, 0)
+    n = len(texts)
+    return {"sxx": sums["xx"] / n, "sxy": sums["xy"] / n, "c0": sums["ss"] / n, "c1": sums["sh"] / n}, pairs
+
+
+def assert_moments_close(result, expected, rtol=2e-5):
+    for i, layer in enumerate(result.layers):
+        got = result.layer(layer)
+        for key in ("sxx", "sxy", "c0", "c1"):
+            scale = np.abs(expected[key][i]).max()
+            np.testing.assert_allclose(got[key], expected[key][i], rtol=0, atol=rtol * scale,
+                                       err_msg=f"{key} of layer {layer}")
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("batch_size", [3, 7])
+def test_equals_per_text_float64_loop(architecture, padding_side, batch_size):
+    from ntps.tiny import tiny_model
+
+    model, tokenizer = tiny_model(architecture, seed=1)
+    tokenizer.padding_side = padding_side
+    result = moments(model, tokenizer, TEXTS, LABELS, batch_size=batch_size, progress=False)
+    expected, pairs = reference_moments(model, tokenizer, TEXTS, LABELS, 3)
+    assert result.n_texts == len(TEXTS) and result.n_pairs == pairs
+    assert result.layers == list(range(model.config.num_hidden_layers + 1))
+    assert_moments_close(result, expected)
+
+
+def test_truncation_one_token_texts_and_chosen_layers(tiny_llama):
+    model, tokenizer = tiny_llama
+    texts = TEXTS + [""]  # "" is one token: the <s> the tokenizer adds
+    labels = np.append(LABELS, 1)
+    assert len(tokenizer("")["input_ids"]) == 1
+    result = moments(model, tokenizer, texts, labels, max_length=5, layers=[0, 2], batch_size=4, progress=False)
+    expected, pairs = reference_moments(model, tokenizer, texts, labels, 3, max_length=5, layers=[0, 2])
+    assert result.n_pairs == pairs and result.layers == [0, 2]
+    assert_moments_close(result, expected)
+
+
+def test_split_precision_the_gpu_code_path_on_the_cpu(tiny_llama):
+    model, tokenizer = tiny_llama
+    exact = moments(model, tokenizer, TEXTS, LABELS, precision="float64", progress=False)
+    for precision, bound in (("split", 1e-5), ("float32", 1e-6)):
+        result = moments(model, tokenizer, TEXTS, LABELS, precision=precision, progress=False)
+        for name in ("sum_ss", "sum_sh"):
+            error = np.linalg.norm(getattr(result, name) - getattr(exact, name)) / np.linalg.norm(getattr(exact, name))
+            assert error < bound, (precision, name, error)
+    # bf16 states (what a GPU forward gives): products of bf16 values, split path against float64.
+    model16 = type(model)(model.config).to(torch.bfloat16)
+    model16.load_state_dict(model.state_dict())
+    exact16 = moments(model16, tokenizer, TEXTS, LABELS, precision="float64", progress=False)
+    split16 = moments(model16, tokenizer, TEXTS, LABELS, precision="split", progress=False)
+    for name in ("sum_xx", "sum_ss", "sum_sh"):
+        error = np.linalg.norm(getattr(split16, name) - getattr(exact16, name)) / np.linalg.norm(getattr(exact16, name))
+        assert error < 1e-5, (name, error)
+
+
+def test_shards_merge_to_one_pass(tiny_llama):
+    model, tokenizer = tiny_llama
+    whole = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
+    shards = [moments(model, tokenizer, TEXTS, LABELS, batch_size=2, shard=(i, 3), progress=False) for i in range(3)]
+    assert sum(s.n_texts for s in shards) == len(TEXTS)
+    merged = shards[0].merge(*shards[1:])
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(whole, name), rtol=1e-12, atol=1e-12)
+    assert (merged.n_texts, merged.n_pairs) == (whole.n_texts, whole.n_pairs)
+    before = shards[0].sum_xx.copy()
+    shards[0].merge(shards[1])
+    np.testing.assert_array_equal(shards[0].sum_xx, before)  # merging never mutates
+
+
+def test_plan_batches_covers_every_text_once():
+    lengths = [5, 1, 9, 9, 3, 7, 2]
+    plans = [plan_batches(lengths, 2, (i, 3)) for i in range(3)]
+    covered = sorted(int(i) for plan in plans for batch in plan for i in batch)
+    assert covered == list(range(7))
+    assert [lengths[i] for i in np.concatenate(plan_batches(lengths, 2))] == sorted(lengths, reverse=True)
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_llama, tmp_path, monkeypatch):
+    import ntps.extract as extract
+
+    model, tokenizer = tiny_llama
+    whole = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
+    original = extract._Accumulator.add_batch
+    calls = {"n": 0}
+
+    def crash_on_third(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(extract._Accumulator, "add_batch", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        moments(model, tokenizer, TEXTS, LABELS, batch_size=2, checkpoint=tmp_path / "ckpt", checkpoint_every=1,
+                progress=False)
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["next_batch"] == 2
+    monkeypatch.setattr(extract._Accumulator, "add_batch", original)
+    resumed_calls = {"n": 0}
+
+    def counting(self, *args, **kwargs):
+        resumed_calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(extract._Accumulator, "add_batch", counting)
+    resumed = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, checkpoint=tmp_path / "ckpt",
+                      checkpoint_every=1, progress=False)
+    assert resumed_calls["n"] == 2  # 4 batches, 2 done before the crash
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+    # A checkpoint of other inputs is ignored, not trusted.
+    other = moments(model, tokenizer, TEXTS[:3], LABELS[:3], batch_size=2, checkpoint=tmp_path / "ckpt",
+                    progress=False)
+    assert other.n_texts == 3
+
+
+def test_save_load_round_trip_and_merge_checks(tiny_llama, tmp_path):
+    model, tokenizer = tiny_llama
+    result = moments(model, tokenizer, TEXTS, LABELS, progress=False, metadata={"dataset": "toy", "split": "train"})
+    result.save(tmp_path / "m")
+    loaded = Moments.load(tmp_path / "m")
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
+    assert loaded.metadata == json.loads(json.dumps(result.metadata))
+    assert (loaded.n_texts, loaded.n_pairs, loaded.layers) == (result.n_texts, result.n_pairs, result.layers)
+    other = moments(model, tokenizer, TEXTS, LABELS, progress=False, metadata={"dataset": "toy", "split": "test"})
+    with pytest.raises(MomentsMismatchError, match="different split"):
+        result.merge(other)
+    with pytest.raises(FileNotFoundError, match="does not hold saved moments"):
+        Moments.load(tmp_path)
+
+
+def test_bad_input_is_rejected_with_clear_messages(tiny_llama):
+    model, tokenizer = tiny_llama
+    with pytest.raises(ValueError, match="no texts"):
+        moments(model, tokenizer, [], [], progress=False)
+    with pytest.raises(ValueError, match="3 texts but labels of shape \\(2,\\)"):
+        moments(model, tokenizer, TEXTS[:3], [0, 1], progress=False)
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        moments(model, tokenizer, TEXTS[:3], [0, 1, 2], num_classes=2, progress=False)
+    with pytest.raises(ValueError, match="layers \\[9\\] do not exist"):
+        moments(model, tokenizer, TEXTS[:3], [0, 1, 0], layers=[9], progress=False)
+    tokenizer_without_bos = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, pad_token="<pad>")
+    tokenizer_without_bos.backend_tokenizer.post_processor = None
+    with pytest.raises(ValueError, match="tokenise to nothing"):
+        moments(model, tokenizer_without_bos, ["fine", ""], [0, 1], progress=False)
+
+
+def test_non_finite_states_name_the_layer(tiny_llama):
+    model, tokenizer = tiny_llama
+    broken = type(model)(model.config)
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.model.layers[1].mlp.down_proj.weight.fill_(float("inf"))
+    with pytest.raises(NonFiniteStatesError, match="layer 2.*fp16 overflow"):
+        moments(broken, tokenizer, TEXTS[:3], [0, 1, 0], progress=False)
