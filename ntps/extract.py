@@ -6,9 +6,10 @@ the model's device. Nothing per text is kept, so memory does not grow with the n
 
 Exactness and speed:
 
-* only real tokens enter the statistics (the attention mask decides; special tokens the
-  tokenizer adds are real tokens), for right and left padding alike: position ids are derived
-  from the mask, so a padded text sees the positions it would see alone;
+* only real tokens enter the statistics (special tokens the tokenizer adds are real tokens).
+  Batches are always padded on the right, whatever the tokenizer's padding side: in a causal
+  model a real token then never follows padding, so its state and its prefix sum are what they
+  would be for the text alone, and the padded rows are simply zeroed;
 * prefix sums and the per-batch products are formed in float32 and added to float64 sums;
 * on a GPU with a bf16/fp16 model, the products run on tensor cores: each float32 prefix sum is
   split into a bf16 high part and a bf16 low part, and the three products that matter are summed
@@ -23,7 +24,6 @@ Exactness and speed:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Sequence
@@ -100,33 +100,42 @@ def _mm_float32_out(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return torch.mm(left.float(), right.float())
 
 
-def _split_bf16(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    high = values.to(torch.bfloat16)
-    low = (values - high.float()).to(torch.bfloat16)
-    return high, low
+def _split_bf16(values: torch.Tensor, out: torch.Tensor) -> None:
+    """Write bf16 high and low parts of float32 ``values`` [R, d] into ``out`` [R, 2d]."""
+    d = values.shape[1]
+    out[:, :d].copy_(values)
+    out[:, d:].copy_(values - out[:, :d].float())
 
 
-def _pair_products(prefix: torch.Tensor, following: torch.Tensor, precision: str):
-    """(prefix^T prefix, prefix^T following) for prefix [P,d] float32 and following [P,d]."""
-    d = prefix.shape[1]
+def _pair_products(prefix: torch.Tensor, states: torch.Tensor, precision: str):
+    """Gram and cross products of one layer's pairs, from flat row-major views.
+
+    prefix [R, d] float32: prefix sums, rows of invalid pairs already zero (R = batch x tokens).
+    states [R, d]: the token states in the same layout. Row r pairs with row r + 1, so
+    gram = prefix^T prefix and cross = prefix[:-1]^T states[1:]: no gather and no copy.
+    """
     if precision == "float64":
-        prefix = prefix.double()
-        return prefix.T @ prefix, prefix.T @ following.double()
+        wide = prefix.double()
+        return wide.T @ wide, wide[:-1].T @ states[1:].double()
     if precision == "float32":
-        both = prefix.T @ torch.cat([prefix, following.float()], dim=1)
-        return both[:, :d], both[:, d:]
-    # "split": prefix = hi + lo; following is bf16 already, or split too (fp16/float32 states).
-    high, low = _split_bf16(prefix)
-    if following.dtype == torch.bfloat16:
-        right = torch.cat([high, following], dim=1)
-    else:
-        right = torch.cat([high, *_split_bf16(following.float())], dim=1)
-    products = _mm_float32_out(torch.cat([high, low], dim=1).T, right)  # [2d, 2d or 3d]
-    low_high = products[d:, :d]
-    gram = products[:d, :d] + low_high + low_high.T
-    cross = products[:d, d:2 * d] + products[d:, d:2 * d]
-    if following.dtype != torch.bfloat16:
-        cross = cross + products[:d, 2 * d:]
+        following = states[1:] if states.dtype == torch.float32 else states[1:].float()
+        return prefix.T @ prefix, prefix[:-1].T @ following
+    # "split": prefix = hi + lo in bf16, products on tensor cores with float32 output; the lo x lo
+    # term is below float32 resolution. States of a bf16 model are bf16 already (exact).
+    d = prefix.shape[1]
+    halves = torch.empty((prefix.shape[0], 2 * d), dtype=torch.bfloat16, device=prefix.device)
+    _split_bf16(prefix, halves)
+    high = halves[:, :d]
+    products = _mm_float32_out(halves.T, high)  # [2d, d]: hi^T hi over lo^T hi
+    gram = products[:d] + products[d:] + products[d:].T
+    if states.dtype == torch.bfloat16:
+        cross_parts = _mm_float32_out(halves[:-1].T, states[1:])
+        cross = cross_parts[:d] + cross_parts[d:]
+    else:  # fp16 or float32 states: split them too (hi x hi, hi x lo, lo x hi)
+        state_halves = torch.empty_like(halves)
+        _split_bf16(states.float(), state_halves)
+        cross_parts = _mm_float32_out(halves[:-1].T, state_halves[1:])  # [2d, 2d]
+        cross = cross_parts[:d, :d] + cross_parts[:d, d:] + cross_parts[d:, :d]
     return gram, cross
 
 
@@ -142,23 +151,28 @@ class _Accumulator:
         self.n_texts = 0
         self.n_pairs = 0
 
-    def add_batch(self, states, layers, mask, onehot, precision):
-        lengths = mask.sum(dim=1, keepdim=True).to(torch.float64)
-        pair_mask = (mask[:, :-1] & mask[:, 1:]).bool()
-        token_weight = mask.unsqueeze(-1).to(torch.float32)
-        finite = torch.ones(len(layers), dtype=torch.bool, device=mask.device)
+    def add_batch(self, states, layers, lengths, onehot, precision):
+        """Add one right-padded batch: states[l] [B, T, d]; lengths [B] real tokens per text."""
+        B, T = states[0].shape[:2]
+        positions = torch.arange(T, device=lengths.device)
+        # Right padding: a text's prefix sums at its real positions never see padding. A pair
+        # (s_t, h_{t+1}) is valid for positions t < length - 1; every other row is zeroed.
+        pair_rows = (positions[None, :] < (lengths[:, None] - 1)).reshape(-1, 1)
+        last_real = (lengths - 1).clamp(min=0)
+        finite = torch.ones(len(layers), dtype=torch.bool, device=lengths.device)
         for slot, layer in enumerate(layers):
             hidden = states[layer]
-            prefix = (hidden.float() * token_weight).cumsum(dim=1)  # padding contributes zeros
-            pooled = prefix[:, -1].double() / lengths  # the full sum, whatever the padding side
+            prefix = torch.cumsum(hidden, dim=1, dtype=torch.float32)  # [B, T, d]
+            pooled = prefix[torch.arange(B, device=lengths.device), last_real].double() / lengths[:, None]
             self.xx[slot] += pooled.T @ pooled
             self.xy[slot] += pooled.T @ onehot
-            gram, cross = _pair_products(prefix[:, :-1][pair_mask], hidden[:, 1:][pair_mask], precision)
+            flat = prefix.view(B * T, -1).mul_(pair_rows)
+            gram, cross = _pair_products(flat, hidden.reshape(B * T, -1), precision)
             self.ss[slot] += gram
             self.sh[slot] += cross
             finite[slot] = torch.isfinite(pooled).all() & torch.isfinite(gram).all() & torch.isfinite(cross).all()
-        self.n_texts += int(mask.shape[0])
-        self.n_pairs += int(pair_mask.sum())
+        self.n_texts += B
+        self.n_pairs += int((lengths - 1).clamp(min=0).sum())
         return finite
 
     def to_moments(self, layers, metadata) -> Moments:
@@ -180,17 +194,26 @@ def _backbone(model):
     return model
 
 
-def _forward_states(backbone, accepts_positions, input_ids, mask):
-    kwargs = dict(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    if accepts_positions:
-        # Positions counted over real tokens: left padding then gives each text the positions it has alone.
-        kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    output = backbone(**kwargs)
+def _forward_states(backbone, input_ids, mask):
+    output = backbone(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
     states = getattr(output, "hidden_states", None)
     if states is None:
         raise ValueError(f"{type(backbone).__name__} returned no hidden states; NTPS needs a model that supports "
                          "output_hidden_states=True")
     return states
+
+
+def _right_padded(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, T] padded on the right, and the attention mask. Always on the right, whatever
+    the tokenizer's padding side: in a causal model real tokens then never follow padding, so their
+    prefix sums need no masking, and the result is the same for either tokenizer setting."""
+    longest = max(len(ids) for ids in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
+        ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, :len(tokens)] = 1
+    return ids.to(device), mask.to(device)
 
 
 def _fingerprint(texts, labels, settings) -> str:
@@ -214,8 +237,8 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
 
     Parameters
     ----------
-    model, tokenizer : a causal LM and its tokenizer (``ntps.models.load``); the tokenizer's
-        ``padding_side`` is respected.
+    model, tokenizer : a causal LM and its tokenizer (``ntps.models.load``). Batches are padded on
+        the right internally; the tokenizer's ``padding_side`` does not change the result.
     texts : N strings. labels : N integers in ``0..num_classes-1``.
     num_classes : C; default ``max(labels) + 1``.
     batch_size : texts per forward pass (texts are sorted by length, longest first).
@@ -275,23 +298,22 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
         raise ValueError(f"layers must be distinct and non-empty, got {chosen}")
 
     batches = plan_batches(lengths, batch_size, shard)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     onehot_all = torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).to(torch.float64)
     model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
     info = {"model": model_id, "revision": getattr(model.config, "_commit_hash", None), "max_length": max_length,
             "model_dtype": str(model_dtype).removeprefix("torch."), "precision": precision,
             "device": run_device.type, "ntps_version": __version__, "torch_version": torch.__version__,
-            "batch_size": batch_size, "shard": list(shard) if shard else None,
-            "padding_side": getattr(tokenizer, "padding_side", "right"), **(metadata or {})}
+            "batch_size": batch_size, "shard": list(shard) if shard else None, **(metadata or {})}
     info.setdefault("dataset", None)
     info.setdefault("split", None)
 
     d = model.config.hidden_size
     accumulator = _Accumulator(len(chosen), d, num_classes, run_device)
     backbone = _backbone(model)
-    accepts_positions = "position_ids" in inspect.signature(backbone.forward).parameters
     start_batch = 0
     fingerprint = _fingerprint(texts, labels, {k: info[k] for k in ("model", "max_length", "precision", "batch_size",
-                                                                    "shard", "padding_side")} | {"layers": chosen,
+                                                                    "shard")} | {"layers": chosen,
                                                                     "C": num_classes, "dtype": info["model_dtype"]})
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and (checkpoint / "state.json").is_file():
@@ -308,11 +330,9 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
                desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
     for number in range(start_batch, len(batches)):
         batch = batches[number]
-        padded = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt")
-        ids = padded["input_ids"].to(run_device)
-        mask = padded["attention_mask"].to(run_device)
-        states = _forward_states(backbone, accepts_positions, ids, mask)
-        finite = accumulator.add_batch(states, chosen, mask, onehot_all[batch].to(run_device), precision)
+        ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
+        states = _forward_states(backbone, ids, mask)
+        finite = accumulator.add_batch(states, chosen, mask.sum(dim=1), onehot_all[batch].to(run_device), precision)
         if not bool(finite.all()):
             bad = [chosen[slot] for slot in torch.nonzero(~finite).flatten().tolist()]
             raise NonFiniteStatesError(
