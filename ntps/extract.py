@@ -151,8 +151,9 @@ class _Accumulator:
         self.n_texts = 0
         self.n_pairs = 0
 
-    def add_batch(self, states, layers, lengths, onehot, precision):
-        """Add one right-padded batch: states[l] [B, T, d]; lengths [B] real tokens per text."""
+    def add_batch(self, states, layers, lengths, onehot, precision, pooled_out=None):
+        """Add one right-padded batch: states[l] [B, T, d]; lengths [B] real tokens per text.
+        ``pooled_out`` [B, L, d], if given, receives the mean-pooled features of each layer."""
         B, T = states[0].shape[:2]
         positions = torch.arange(T, device=lengths.device)
         # Right padding: a text's prefix sums at its real positions never see padding. A pair
@@ -166,6 +167,8 @@ class _Accumulator:
             pooled = prefix[torch.arange(B, device=lengths.device), last_real].double() / lengths[:, None]
             self.xx[slot] += pooled.T @ pooled
             self.xy[slot] += pooled.T @ onehot
+            if pooled_out is not None:
+                pooled_out[:, slot] = pooled
             flat = prefix.view(B * T, -1).mul_(pair_rows)
             gram, cross = _pair_products(flat, hidden.reshape(B * T, -1), precision)
             self.ss[slot] += gram
@@ -232,7 +235,7 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
             batch_size: int = 16, max_length: int | None = None, layers: Sequence[int] | None = None,
             device=None, dtype=None, precision: str = "auto", shard: tuple[int, int] | None = None,
             checkpoint: str | Path | None = None, checkpoint_every: int = 50, progress: bool = True,
-            metadata: dict | None = None) -> Moments:
+            metadata: dict | None = None, return_features: bool = False):
     """Accumulate sxx, sxy, c0, c1 of every chosen layer over ``texts`` in one forward pass.
 
     Parameters
@@ -254,14 +257,20 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     checkpoint : a folder; partial sums are saved there every ``checkpoint_every`` batches and a
         rerun with the same inputs resumes from them (and returns at once when complete).
     metadata : extra provenance to record (for example ``{"dataset": ..., "split": ...}``).
+    return_features : also return the mean-pooled features x_i of every chosen layer, from the
+        same forward pass, as a float32 array [N, L, d] in the order of ``texts`` (for probes).
+        Not combinable with ``shard`` or ``checkpoint``.
 
     Returns
     -------
-    Moments with sums over the texts of this shard, for the chosen layers.
+    Moments with sums over the texts of this shard, for the chosen layers; with
+    ``return_features``, the pair ``(moments, features)``.
     """
     texts, labels, num_classes = _check_inputs(texts, labels, num_classes)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if return_features and (shard is not None or checkpoint is not None):
+        raise ValueError("return_features needs one whole pass: it cannot be combined with shard or checkpoint")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     if dtype is not None:
@@ -328,11 +337,17 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
 
     bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, disable=not progress,
                desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
+    features = np.full((len(texts), len(chosen), d), np.nan, dtype=np.float32) if return_features else None
     for number in range(start_batch, len(batches)):
         batch = batches[number]
         ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
         states = _forward_states(backbone, ids, mask)
-        finite = accumulator.add_batch(states, chosen, mask.sum(dim=1), onehot_all[batch].to(run_device), precision)
+        pooled = torch.empty((len(batch), len(chosen), d), dtype=torch.float64, device=run_device) \
+            if return_features else None
+        finite = accumulator.add_batch(states, chosen, mask.sum(dim=1), onehot_all[batch].to(run_device), precision,
+                                       pooled_out=pooled)
+        if pooled is not None:
+            features[batch] = pooled.float().cpu().numpy()
         if not bool(finite.all()):
             bad = [chosen[slot] for slot in torch.nonzero(~finite).flatten().tolist()]
             raise NonFiniteStatesError(
@@ -351,7 +366,8 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
         torch.distributed.all_reduce(counts)
         accumulator.n_texts, accumulator.n_pairs = (int(c) for c in counts.tolist())
         info["shard"] = None
-    return accumulator.to_moments(chosen, info)
+    result = accumulator.to_moments(chosen, info)
+    return (result, features) if return_features else result
 
 
 def _save_checkpoint(folder: Path, partial: Moments, fingerprint: str, next_batch: int) -> None:

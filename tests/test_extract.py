@@ -202,3 +202,21 @@ def test_non_finite_states_name_the_layer(tiny_llama):
         broken.model.layers[1].mlp.down_proj.weight.fill_(float("inf"))
     with pytest.raises(NonFiniteStatesError, match="layer 2.*fp16 overflow"):
         moments(broken, tokenizer, TEXTS[:3], [0, 1, 0], progress=False)
+
+
+def test_features_from_the_same_pass_equal_mean_pooling(tiny_llama):
+    from ntps.features import hidden_states, mean_pool
+
+    model, tokenizer = tiny_llama
+    result, features = moments(model, tokenizer, TEXTS, LABELS, batch_size=3, layers=[0, 2], return_features=True,
+                               progress=False)
+    assert features.shape == (len(TEXTS), 2, model.config.hidden_size) and features.dtype == np.float32
+    for i, text in enumerate(TEXTS):  # each text alone, in its own order
+        states, mask = hidden_states(model, tokenizer, [text])
+        expected = mean_pool(states, mask)[[0, 2], 0].double().numpy()
+        np.testing.assert_allclose(features[i], expected, rtol=1e-5, atol=1e-6)
+    # sxx is the second moment of exactly these features
+    second_moment = features[:, 1].astype(np.float64).T @ features[:, 1] / len(TEXTS)
+    np.testing.assert_allclose(result.layer(2)["sxx"], second_moment, rtol=0, atol=1e-6 * np.abs(second_moment).max())
+    with pytest.raises(ValueError, match="cannot be combined with shard"):
+        moments(model, tokenizer, TEXTS, LABELS, shard=(0, 2), return_features=True, progress=False)
