@@ -106,9 +106,10 @@ def timed(fn, device, repeats=1):
     return best
 
 
-def relative_error(model, tokenizer, texts, device):
-    """Moments of one batch at the default precision against a float64 accumulation of the same states."""
-    fast = moments(model, tokenizer, texts, np.arange(len(texts)) % 2, batch_size=len(texts), progress=False)
+def relative_error(model, tokenizer, texts, device, precision="auto"):
+    """Moments of one batch at ``precision`` against a float64 accumulation of the same states."""
+    fast = moments(model, tokenizer, texts, np.arange(len(texts)) % 2, batch_size=len(texts), precision=precision,
+                   progress=False)
     exact = moments(model, tokenizer, texts, np.arange(len(texts)) % 2, batch_size=len(texts), precision="float64",
                     progress=False)
     errors = {}
@@ -118,7 +119,8 @@ def relative_error(model, tokenizer, texts, device):
     return errors, fast.metadata["precision"]
 
 
-def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeats):
+def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeats, precisions=("auto",),
+              released=True):
     config = SHAPES[name]()
     torch.manual_seed(0)
     with torch.device(device):
@@ -132,8 +134,11 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
 
     warm = texts[:batch_size]
     bare_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
-    moments(model, tokenizer, warm, labels[:batch_size], batch_size=batch_size, progress=False)
-    released_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
+    for precision in precisions:
+        moments(model, tokenizer, warm, labels[:batch_size], batch_size=batch_size, precision=precision,
+                progress=False)
+    if released:
+        released_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
 
     batches = list(padded_batches(tokenizer, texts, batch_size, device))
     results = {}
@@ -141,24 +146,30 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
         torch.cuda.reset_peak_memory_stats()
     results["bare"] = timed(lambda: bare_pass(backbone, batches), device, repeats)
     peak_bare = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    results["moments"] = timed(lambda: moments(model, tokenizer, texts, labels, batch_size=batch_size,
-                                               progress=False), device, repeats)
-    peak_moments = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    results["released"] = timed(lambda: released_pass(backbone, batches), device, repeats)
-    errors, precision = relative_error(model, tokenizer, texts[:batch_size], device)
+    peaks, errors = {}, {}
+    for precision in precisions:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        key = "moments" if len(precisions) == 1 else f"moments[{precision}]"
+        results[key] = timed(lambda: moments(model, tokenizer, texts, labels, batch_size=batch_size,
+                                             precision=precision, progress=False), device, repeats)
+        peaks[key] = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+        errors[key] = relative_error(model, tokenizer, texts[:batch_size], device, precision)
+    if released:
+        results["released"] = timed(lambda: released_pass(backbone, batches), device, repeats)
 
     print(f"\n== {name} on {device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"{str(dtype).removeprefix('torch.')}, d={config.hidden_size}, {config.num_hidden_layers + 1} hidden states, "
           f"{n_texts} texts of {min_len}-{max_len} tokens ({tokens} tokens), batch {batch_size}")
     for key, seconds in results.items():
-        print(f"  {key:9s} {seconds:8.3f} s   {tokens / seconds:12,.0f} tokens/s")
-    print(f"  moments / bare throughput     : {results['bare'] / results['moments']:.2f}x")
-    print(f"  moments / released throughput : {results['released'] / results['moments']:.2f}x")
-    if device.type == "cuda":
-        print(f"  peak GPU memory: bare {peak_bare / 2**30:.2f} GiB, moments {peak_moments / 2**30:.2f} GiB")
-    print(f"  relative error vs float64 ({precision}): " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+        print(f"  {key:18s} {seconds:8.3f} s   {tokens / seconds:12,.0f} tokens/s")
+    for key in peaks:
+        (errs, used) = errors[key]
+        print(f"  {key}: {results['bare'] / results[key]:.2f}x the bare forward's throughput"
+              + (f", {results['released'] / results[key]:.2f}x the released algorithm's" if released else ""))
+        if device.type == "cuda":
+            print(f"    peak GPU memory: bare {peak_bare / 2**30:.2f} GiB, moments {peaks[key] / 2**30:.2f} GiB")
+        print(f"    relative error vs float64 ({used}): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -173,6 +184,11 @@ def main():
     parser.add_argument("--min-len", type=int, default=32)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--precisions", nargs="+", default=["auto"],
+                        choices=["auto", "float32", "tf32x3", "split", "float64"])
+    parser.add_argument("--skip-released", action="store_true")
+    parser.add_argument("--marginal", nargs=2, type=int, metavar=("SMALL", "LARGE"),
+                        help="steady-state throughput from two dataset sizes (no released, one precision)")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -180,9 +196,54 @@ def main():
     dtype = torch.bfloat16 if gpu else torch.float32
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 paths stay float32
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if args.marginal:
+        for name in shapes:
+            marginal(name, device, dtype, *args.marginal, args.batch_size or (32 if gpu else 16), args.min_len,
+                     args.max_len if gpu else min(args.max_len, 128), args.precisions[0])
+        return
     for name in shapes:
         run_shape(name, device, dtype, args.texts or (512 if gpu else 48), args.batch_size or (32 if gpu else 16),
-                  args.min_len, args.max_len if gpu else min(args.max_len, 128), args.repeats)
+                  args.min_len, args.max_len if gpu else min(args.max_len, 128), args.repeats, tuple(args.precisions),
+                  not args.skip_released)
+
+
+
+def marginal(name, device, dtype, small, large, batch_size, min_len, max_len, precision):
+    """Steady-state throughput: time bare and moments at two dataset sizes and divide the extra
+    tokens by the extra time. Fixed costs (allocating the float64 sums, copying them to the host at
+    the end, tokenising) cancel, which matters at 8B where the sums alone are 13 GiB."""
+    config = SHAPES[name]()
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.eval()
+    tokenizer = number_tokenizer(min(config.vocab_size, 32000))
+    texts = random_texts(large, min_len, max_len, tokenizer.vocab_size)
+    labels = np.arange(large) % 2
+    backbone = _backbone(model)
+    bare_pass(backbone, list(padded_batches(tokenizer, texts, batch_size, device)))  # warm every shape
+    moments(model, tokenizer, texts[:small], labels[:small], batch_size=batch_size, precision=precision,
+            progress=False)
+    rows = {}
+    for n in (small, large):
+        tokens = sum(len(x) for x in tokenizer(texts[:n])["input_ids"])
+        batches = list(padded_batches(tokenizer, texts[:n], batch_size, device))
+        rows[n] = (tokens, timed(lambda: bare_pass(backbone, batches), device),
+                   timed(lambda: moments(model, tokenizer, texts[:n], labels[:n], batch_size=batch_size,
+                                         precision=precision, progress=False), device))
+    (t1, b1, m1), (t2, b2, m2) = rows[small], rows[large]
+    bare_rate, moments_rate = (t2 - t1) / (b2 - b1), (t2 - t1) / (m2 - m1)
+    print(f"\n== {name}, {str(dtype).removeprefix('torch.')}, marginal over {small} -> {large} texts "
+          f"({t1} -> {t2} tokens), batch {batch_size}, precision {precision}")
+    for n, (tokens, bare_s, moments_s) in rows.items():
+        print(f"  {n:5d} texts: bare {bare_s:7.3f} s, moments {moments_s:7.3f} s")
+    print(f"  marginal: bare {bare_rate:,.0f} tokens/s, moments {moments_rate:,.0f} tokens/s -> "
+          f"{moments_rate / bare_rate:.2f}x; fixed cost of moments ~ {m1 - t1 / moments_rate:.2f} s")
+    errors, used = relative_error(model, tokenizer, texts[:batch_size], device, precision)
+    print(f"  relative error vs float64 ({used}, one batch): " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ Exactness and speed:
   model a real token then never follows padding, so its state and its prefix sum are what they
   would be for the text alone, and the padded rows are simply zeroed;
 * prefix sums and the per-batch products are formed in float32 and added to float64 sums;
-* on a GPU with a bf16/fp16 model, the products run on tensor cores: each float32 prefix sum is
-  split into a bf16 high part and a bf16 low part, and the three products that matter are summed
-  with float32 output (the lo x lo term is below float32 resolution). The same code runs on the CPU
-  with ``precision="split"`` (the products then run in float32 on the same bf16 operands);
+* on a GPU with a bf16/fp16 model, the products run on tensor cores with error compensation:
+  each float32 prefix sum is split into a high part exact in the tensor cores' input format and
+  a low part, and the three products that matter are summed in float32 (the lo x lo term is
+  below float32 resolution). The same code runs on the CPU (``precision="tf32x3"`` or
+  ``"split"``), where the products are plain float32;
 * a checkpoint every few batches lets a killed run resume with identical results;
 * ``shard=(i, n)`` takes every n-th batch, so n jobs cover a split and their moments merge
   exactly (:meth:`Moments.merge`); under ``torch.distributed`` each rank takes its own shard
@@ -23,6 +24,7 @@ Exactness and speed:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -37,7 +39,7 @@ from .moments import Moments
 
 __all__ = ["moments", "plan_batches", "NonFiniteStatesError"]
 
-PRECISIONS = ("auto", "float32", "split", "float64")
+PRECISIONS = ("auto", "float32", "tf32x3", "split", "float64")
 
 
 class NonFiniteStatesError(FloatingPointError):
@@ -100,43 +102,98 @@ def _mm_float32_out(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return torch.mm(left.float(), right.float())
 
 
+@contextlib.contextmanager
+def _tf32_matmul(enabled: bool):
+    """Turn TF32 tensor-core matrix products on or off for float32 operands, then restore."""
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = previous
+
+
+def _tf32_mm(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    with _tf32_matmul(True):
+        return left @ right
+
+
 def _split_bf16(values: torch.Tensor, out: torch.Tensor) -> None:
-    """Write bf16 high and low parts of float32 ``values`` [R, d] into ``out`` [R, 2d]."""
+    """out[:, :d] = bf16(values), out[:, d:] = bf16(values - that): a high and a low part."""
     d = values.shape[1]
     out[:, :d].copy_(values)
-    out[:, d:].copy_(values - out[:, :d].float())
+    torch.sub(values, out[:, :d], out=out[:, d:])
 
 
-def _pair_products(prefix: torch.Tensor, states: torch.Tensor, precision: str):
-    """Gram and cross products of one layer's pairs, from flat row-major views.
+def _split_tf32(values: torch.Tensor, out: torch.Tensor) -> None:
+    """out[:, :d] = values with the mantissa cut to TF32's 10 bits, out[:, d:] = the rest.
+
+    Both parts are float32; the high part is exact in TF32 and the low part loses only its own
+    last bits on the tensor cores, so hi.hi + hi.lo + lo.hi carries ~2^-21 relative error."""
+    d = values.shape[1]
+    high = out[:, :d]
+    torch.bitwise_and(values.view(torch.int32), -8192, out=high.view(torch.int32))  # 0xFFFFE000
+    torch.sub(values, high, out=out[:, d:])
+
+
+_CHUNK_ROWS = 2048
+_SPLITS = {"split": (torch.bfloat16, _split_bf16, _mm_float32_out),
+           "tf32x3": (torch.float32, _split_tf32, _tf32_mm)}
+# Token states of these dtypes are exact in the split operand format: no split needed.
+_EXACT_STATES = {"split": (torch.bfloat16,), "tf32x3": (torch.bfloat16, torch.float16)}
+
+
+def _add_pair_products(prefix: torch.Tensor, states: torch.Tensor, precision: str,
+                       gram_sum: torch.Tensor, cross_sum: torch.Tensor) -> None:
+    """Add one layer's pair products to the float64 sums, from flat row-major views.
 
     prefix [R, d] float32: prefix sums, rows of invalid pairs already zero (R = batch x tokens).
     states [R, d]: the token states in the same layout. Row r pairs with row r + 1, so
-    gram = prefix^T prefix and cross = prefix[:-1]^T states[1:]: no gather and no copy.
+    gram += prefix^T prefix and cross += prefix[:-1]^T states[1:]: no gather and no copy.
     """
     if precision == "float64":
         wide = prefix.double()
-        return wide.T @ wide, wide[:-1].T @ states[1:].double()
+        gram_sum += wide.T @ wide
+        cross_sum += wide[:-1].T @ states[1:].double()
+        return
     if precision == "float32":
         following = states[1:] if states.dtype == torch.float32 else states[1:].float()
-        return prefix.T @ prefix, prefix[:-1].T @ following
-    # "split": prefix = hi + lo in bf16, products on tensor cores with float32 output; the lo x lo
-    # term is below float32 resolution. States of a bf16 model are bf16 already (exact).
-    d = prefix.shape[1]
-    halves = torch.empty((prefix.shape[0], 2 * d), dtype=torch.bfloat16, device=prefix.device)
-    _split_bf16(prefix, halves)
-    high = halves[:, :d]
-    products = _mm_float32_out(halves.T, high)  # [2d, d]: hi^T hi over lo^T hi
-    gram = products[:d] + products[d:] + products[d:].T
-    if states.dtype == torch.bfloat16:
-        cross_parts = _mm_float32_out(halves[:-1].T, states[1:])
-        cross = cross_parts[:d] + cross_parts[d:]
-    else:  # fp16 or float32 states: split them too (hi x hi, hi x lo, lo x hi)
-        state_halves = torch.empty_like(halves)
-        _split_bf16(states.float(), state_halves)
-        cross_parts = _mm_float32_out(halves[:-1].T, state_halves[1:])  # [2d, 2d]
-        cross = cross_parts[:d, :d] + cross_parts[:d, d:] + cross_parts[d:, :d]
-    return gram, cross
+        with _tf32_matmul(False):
+            gram_sum += prefix.T @ prefix
+            cross_sum += prefix[:-1].T @ following
+        return
+    # Error-compensated tensor-core products: prefix = hi + lo, and the lo x lo term is below
+    # float32 resolution. gram = hi.hi + lo.hi + (lo.hi)^T, from one product [hi lo]^T hi.
+    operand, split, mm = _SPLITS[precision]
+    d, rows = prefix.shape[1], prefix.shape[0]
+    halves = torch.empty((rows, 2 * d), dtype=operand, device=prefix.device)
+    split(prefix, halves)
+    exact_states = states.dtype in _EXACT_STATES[precision]
+    if exact_states:
+        following = states if states.dtype == operand else states.to(operand)
+        cross_width = d
+    else:  # states not exact in the operand format: split them too (hi.hi + hi.lo + lo.hi)
+        following = torch.empty_like(halves)
+        split(states.float(), following)
+        cross_width = 2 * d
+    gram_parts = torch.zeros((2 * d, d), dtype=torch.float32, device=prefix.device)
+    cross_parts = torch.zeros((2 * d, cross_width), dtype=torch.float32, device=prefix.device)
+    # Tensor cores accumulate long sums with float32 truncation: the error grows with the number
+    # of rows in one product, so the rows go in chunks whose products are added in float32.
+    for start in range(0, rows, _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, rows)
+        gram_parts += mm(halves[start:stop].T, halves[start:stop, :d])  # hi^T hi stacked on lo^T hi
+        pair_stop = min(stop, rows - 1)  # row r pairs with row r + 1
+        if pair_stop > start:
+            cross_parts += mm(halves[start:pair_stop].T, following[start + 1:pair_stop + 1])
+    gram_sum += gram_parts[:d]
+    gram_sum += gram_parts[d:]
+    gram_sum += gram_parts[d:].T
+    cross_sum += cross_parts[:d, :d]
+    cross_sum += cross_parts[d:, :d]
+    if not exact_states:
+        cross_sum += cross_parts[:d, d:]
 
 
 class _Accumulator:
@@ -169,11 +226,11 @@ class _Accumulator:
             self.xy[slot] += pooled.T @ onehot
             if pooled_out is not None:
                 pooled_out[:, slot] = pooled
-            flat = prefix.view(B * T, -1).mul_(pair_rows)
-            gram, cross = _pair_products(flat, hidden.reshape(B * T, -1), precision)
-            self.ss[slot] += gram
-            self.sh[slot] += cross
-            finite[slot] = torch.isfinite(pooled).all() & torch.isfinite(gram).all() & torch.isfinite(cross).all()
+            # masked_fill, not a product: a NaN in a padded row must not leak into the sums
+            flat = prefix.view(B * T, -1).masked_fill_(~pair_rows, 0.0)
+            _add_pair_products(flat, hidden.reshape(B * T, -1), precision, self.ss[slot], self.sh[slot])
+            # A NaN or inf in any real token's state reaches its text's full sum, the pooled feature.
+            finite[slot] = torch.isfinite(pooled).all()
         self.n_texts += B
         self.n_pairs += int((lengths - 1).clamp(min=0).sum())
         return finite
@@ -248,9 +305,11 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     max_length : truncate each text to this many tokens (special tokens included).
     layers : hidden-state indices to keep (0 = embedding output); default all of them.
     device, dtype : move/cast the model first; default: leave it where and as it is.
-    precision : how products of prefix sums are formed: ``"auto"`` (``"split"`` on a GPU with a
-        bf16/fp16 model, else ``"float32"``), ``"float32"``, ``"split"`` (bf16 hi/lo on tensor
-        cores, ~1e-6 relative), or ``"float64"`` (reference, slow).
+    precision : how the products of prefix sums are formed: ``"auto"`` (``"split"`` on a GPU with
+        a bf16/fp16 model, else ``"float32"``); ``"float32"``; ``"split"`` (each float32 prefix sum
+        split into a bf16 high part and a bf16 low part, products on tensor cores with float32
+        output, rows in chunks); ``"tf32x3"`` (the same with TF32 parts); or ``"float64"``
+        (reference, slow). On the CPU the split modes run the same code in float32.
     shard : ``(i, n)``: process every n-th batch starting at i; merge the n results with
         ``Moments.merge``. Under an initialised ``torch.distributed`` the default is
         ``(rank, world_size)`` and the result is all-reduced.
@@ -283,7 +342,9 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     parameter = next(model.parameters())
     run_device, model_dtype = parameter.device, parameter.dtype
     if precision == "auto":
-        precision = "split" if run_device.type == "cuda" and model_dtype in (torch.bfloat16, torch.float16) else "float32"
+        # On an H200, split (bf16 parts) ran faster and closer to float64 than tf32x3.
+        precision = "split" if run_device.type == "cuda" and model_dtype in (torch.bfloat16, torch.float16) \
+            else "float32"
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if shard is None and distributed:

@@ -84,10 +84,14 @@ def test_truncation_one_token_texts_and_chosen_layers(tiny_llama):
     assert_moments_close(result, expected)
 
 
-def test_split_precision_the_gpu_code_path_on_the_cpu(tiny_llama):
+@pytest.mark.parametrize("chunk_rows", [2048, 5])  # 5: many chunks, pairs straddling their edges
+def test_split_precision_the_gpu_code_path_on_the_cpu(tiny_llama, monkeypatch, chunk_rows):
+    import ntps.extract as extract
+
+    monkeypatch.setattr(extract, "_CHUNK_ROWS", chunk_rows)
     model, tokenizer = tiny_llama
     exact = moments(model, tokenizer, TEXTS, LABELS, precision="float64", progress=False)
-    for precision, bound in (("split", 1e-5), ("float32", 1e-6)):
+    for precision, bound in (("split", 1e-5), ("tf32x3", 1e-6), ("float32", 1e-6)):
         result = moments(model, tokenizer, TEXTS, LABELS, precision=precision, progress=False)
         for name in ("sum_ss", "sum_sh"):
             error = np.linalg.norm(getattr(result, name) - getattr(exact, name)) / np.linalg.norm(getattr(exact, name))
@@ -96,10 +100,12 @@ def test_split_precision_the_gpu_code_path_on_the_cpu(tiny_llama):
     model16 = type(model)(model.config).to(torch.bfloat16)
     model16.load_state_dict(model.state_dict())
     exact16 = moments(model16, tokenizer, TEXTS, LABELS, precision="float64", progress=False)
-    split16 = moments(model16, tokenizer, TEXTS, LABELS, precision="split", progress=False)
-    for name in ("sum_xx", "sum_ss", "sum_sh"):
-        error = np.linalg.norm(getattr(split16, name) - getattr(exact16, name)) / np.linalg.norm(getattr(exact16, name))
-        assert error < 1e-5, (name, error)
+    for precision in ("split", "tf32x3"):
+        split16 = moments(model16, tokenizer, TEXTS, LABELS, precision=precision, progress=False)
+        for name in ("sum_xx", "sum_ss", "sum_sh"):
+            exact_sum = getattr(exact16, name)
+            error = np.linalg.norm(getattr(split16, name) - exact_sum) / np.linalg.norm(exact_sum)
+            assert error < 1e-5, (precision, name, error)
 
 
 def test_shards_merge_to_one_pass(tiny_llama):

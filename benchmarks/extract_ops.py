@@ -1,0 +1,95 @@
+"""Per-layer cost of the pieces of the moment accumulation, at one batch of a given shape (GPU).
+
+Times each step of `ntps.extract._Accumulator.add_batch` for one layer separately, with CUDA
+events (median of repeats), next to a bf16 matrix product of the same size, so that the gap
+between `moments` and a bare forward pass can be attributed:
+
+    python benchmarks/extract_ops.py --shape 32 256 4096 --shape 64 256 896
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ntps.extract import _Accumulator, _split_bf16, _split_tf32, _tf32_matmul
+
+
+def median_ms(fn, repeats=10):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def run(B, T, d):
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    hidden = torch.randn(B, T, d, device=device).bfloat16()
+    lengths = torch.randint(T // 2, T + 1, (B,), device=device)
+    lengths[0] = T
+    R = B * T
+    prefix = torch.cumsum(hidden, dim=1, dtype=torch.float32).view(R, d)
+    rows = (torch.arange(T, device=device)[None] < (lengths[:, None] - 1)).reshape(-1, 1)
+    halves16 = torch.empty(R, 2 * d, dtype=torch.bfloat16, device=device)
+    halves32 = torch.empty(R, 2 * d, dtype=torch.float32, device=device)
+    _split_bf16(prefix, halves16)
+    _split_tf32(prefix, halves32)
+    flat_states = hidden.view(R, d)
+    acc64 = torch.zeros(d, d, dtype=torch.float64, device=device)
+    product32 = torch.randn(2 * d, d, device=device)
+
+    def tf32(a, b):
+        with _tf32_matmul(True):
+            return a @ b
+
+    def fp32(a, b):
+        with _tf32_matmul(False):
+            return a @ b
+
+    ops = {
+        "cumsum bf16->fp32 over tokens": lambda: torch.cumsum(hidden, dim=1, dtype=torch.float32),
+        "masked_fill rows": lambda: prefix.masked_fill(~rows, 0.0),
+        "split bf16 hi/lo": lambda: _split_bf16(prefix, halves16),
+        "split tf32 hi/lo": lambda: _split_tf32(prefix, halves32),
+        "mm bf16 [2d,R]x[R,d] -> bf16": lambda: halves16.T @ halves16[:, :d],
+        "mm bf16 [2d,R]x[R,d] -> fp32 (out_dtype)": lambda: torch.mm(halves16.T, halves16[:, :d],
+                                                                       out_dtype=torch.float32),
+        "mm tf32 [2d,R]x[R,d]": lambda: tf32(halves32.T, halves32[:, :d]),
+        "mm fp32 [d,R]x[R,d] (no tf32)": lambda: fp32(prefix.T, prefix),
+        "states bf16 -> fp32 copy": lambda: flat_states[1:].float(),
+        "add [d,d] fp32 into fp64 (x3)": lambda: (acc64.add_(product32[:d]), acc64.add_(product32[d:]),
+                                                  acc64.add_(product32[d:].T)),
+    }
+    print(f"\n-- one layer, batch {B} x {T} tokens, d = {d} (R = {R} rows) --")
+    for name, fn in ops.items():
+        try:
+            print(f"  {name:42s} {median_ms(fn):8.3f} ms")
+        except Exception as error:  # report, keep going
+            print(f"  {name:42s} failed: {type(error).__name__}: {str(error)[:80]}")
+    onehot = torch.zeros(B, 2, dtype=torch.float64, device=device)
+    onehot[:, 0] = 1
+    for precision in ("tf32x3", "split", "float32"):
+        accumulator = _Accumulator(1, d, 2, device)
+        print(f"  {'add_batch, one layer, ' + precision:42s} "
+              f"{median_ms(lambda: accumulator.add_batch([hidden], [0], lengths, onehot, precision)):8.3f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", nargs=3, type=int, action="append", metavar=("B", "T", "D"))
+    args = parser.parse_args()
+    for B, T, d in args.shape or [(32, 256, 4096), (64, 256, 896)]:
+        run(B, T, d)
+
+
+if __name__ == "__main__":
+    main()
