@@ -119,8 +119,8 @@ def relative_error(model, tokenizer, texts, device, precision="auto"):
     return errors, fast.metadata["precision"]
 
 
-def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeats, precisions=("auto",),
-              released=True):
+def build(name, device, dtype, n_texts, min_len, max_len):
+    """A random-init model of shape ``name`` on ``device``, a number tokenizer, and random texts."""
     config = SHAPES[name]()
     torch.manual_seed(0)
     with torch.device(device):
@@ -128,8 +128,12 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
     model.eval()
     tokenizer = number_tokenizer(min(config.vocab_size, 32000))
     texts = random_texts(n_texts, min_len, max_len, tokenizer.vocab_size)
-    labels = np.arange(n_texts) % 2
-    backbone = _backbone(model)
+    return config, model, tokenizer, texts, np.arange(n_texts) % 2, _backbone(model)
+
+
+def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeats, precisions=("auto",),
+              released=True):
+    config, model, tokenizer, texts, labels, backbone = build(name, device, dtype, n_texts, min_len, max_len)
     tokens = sum(len(x) for x in tokenizer(texts)["input_ids"])
 
     warm = texts[:batch_size]
@@ -212,15 +216,7 @@ def marginal(name, device, dtype, small, large, batch_size, min_len, max_len, pr
     """Steady-state throughput: time bare and moments at two dataset sizes and divide the extra
     tokens by the extra time. Fixed costs (allocating the float64 sums, copying them to the host at
     the end, tokenising) cancel, which matters at 8B where the sums alone are 13 GiB."""
-    config = SHAPES[name]()
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.eval()
-    tokenizer = number_tokenizer(min(config.vocab_size, 32000))
-    texts = random_texts(large, min_len, max_len, tokenizer.vocab_size)
-    labels = np.arange(large) % 2
-    backbone = _backbone(model)
+    config, model, tokenizer, texts, labels, backbone = build(name, device, dtype, large, min_len, max_len)
     bare_pass(backbone, list(padded_batches(tokenizer, texts, batch_size, device)))  # warm every shape
     moments(model, tokenizer, texts[:small], labels[:small], batch_size=batch_size, precision=precision,
             progress=False)
