@@ -1,0 +1,631 @@
+"""The cached pipeline steps the experiment notebooks share, and their tidy tables.
+
+:func:`task_statistics` is the one expensive step: a forward pass of a model over one split of
+one task, which yields the NTPS moments of every layer **and** the mean-pooled features of the same
+pass (for probes and peer metrics). Its result is cached under ``$NTPS_CACHE/experiments``:
+
+* keyed by the model name, revision, initialisation (``"pretrained"`` or ``"random"`` with its
+  seed), the task, split, ``max_length``, ``max_examples``, the data subsample seed, a SHA-256 of
+  the texts and labels actually used, the layer sets, the model dtype and ``ntps.__version__``
+  (the batch size and the device are not part of the key: they change the sums only by
+  floating-point round-off);
+* written atomically (``ntps.cache.atomic_dir``) as safetensors (the moments' float64 sums; the
+  features as float32 and the labels as int64) plus JSON (settings, counts, the time the pass
+  took); never pickled, and loading one never runs code. A cache hit takes milliseconds.
+
+The random-initialisation control (:func:`random_init`) is the same architecture and config with
+freshly initialised weights (``AutoModelForCausalLM.from_config`` under ``torch.manual_seed``).
+
+The table helpers turn per-task statistics into long ``pandas`` tables, timing every step:
+:func:`ntps_table` (task, layer, variant, k) -> NTPS for the theorem-consistent, spectral and
+released (reference) variants; :func:`probe_table` (task, layer) -> probe accuracy and MSE,
+in-sample and held out; :func:`peer_table` (task, layer) -> LogME, H-score, ... ;
+:func:`reference_sensitivity` the released variant's spread under tiny perturbations of sxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .cache import atomic_dir, cache_dir
+from .moments import Moments
+
+__all__ = [
+    "CACHE_FORMAT",
+    "INITS",
+    "VARIANTS",
+    "PEER_METRICS",
+    "TaskStatistics",
+    "ModelSource",
+    "random_init",
+    "statistics_key",
+    "task_statistics",
+    "k_fraction_grid",
+    "ntps_table",
+    "probe_table",
+    "peer_table",
+    "reference_sensitivity",
+    "TARGETS",
+    "correlation_table",
+    "nearest",
+    "task_baselines",
+]
+
+# Probe targets and whether a high value is good (a good score should then correlate positively).
+TARGETS = {"test_accuracy": True, "test_gain": True, "train_accuracy": True, "test_mse": False, "train_mse": False}
+
+CACHE_FORMAT = "ntps-task-statistics/1"
+INITS = ("pretrained", "random")
+VARIANTS = ("theorem", "spectral", "reference")
+PEER_METRICS = ("logme", "h_score", "regularized_h_score", "rankme", "knn_accuracy")
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+def random_init(model, seed: int = 0, *, trust_remote_code: bool = False):
+    """A copy of ``model``'s architecture with freshly initialised weights (the random control).
+
+    ``AutoModelForCausalLM.from_config(model.config)`` under ``torch.manual_seed(seed)`` (inside
+    ``torch.random.fork_rng``, so the caller's random state is untouched), in the model's dtype, on
+    its device, in eval mode. The transformers initialiser of the architecture decides the
+    distribution (e.g. normal with ``config.initializer_range`` for Llama's linear layers).
+    Deterministic for a seed. ``model`` itself is not modified.
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    parameter = next(model.parameters())
+    config = copy.deepcopy(model.config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        fresh = AutoModelForCausalLM.from_config(config, dtype=parameter.dtype, trust_remote_code=trust_remote_code)
+    fresh.to(parameter.device)
+    fresh.eval()
+    return fresh
+
+
+class ModelSource:
+    """Loads ``(model, tokenizer)`` on first use and keeps it: pass one to :func:`task_statistics`
+    for every task so that the model loads once, and not at all when every result is cached.
+
+    ``init="random"`` loads the pretrained model (for its config and tokenizer) and replaces it by
+    :func:`random_init` with ``seed``. An already loaded pair can be wrapped with ``loaded=``.
+    """
+
+    def __init__(self, model_name: str, *, init: str = "pretrained", seed: int = 0, dtype=None, device=None,
+                 revision: str | None = None, trust_remote_code: bool = False, loaded=None):
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.model_name, self.init, self.seed = str(model_name), init, int(seed)
+        self.dtype, self.device, self.revision, self.trust_remote_code = dtype, device, revision, trust_remote_code
+        self._pair = tuple(loaded) if loaded is not None else None
+        self.load_seconds = 0.0
+
+    @property
+    def loaded(self) -> bool:
+        return self._pair is not None
+
+    def get(self):
+        """``(model, tokenizer)``, loading them the first time."""
+        if self._pair is None:
+            from .features import resolve_device
+            from .models import load
+
+            start = time.perf_counter()
+            device = resolve_device(self.device) if self.device is not None else None
+            model, tokenizer = load(self.model_name, revision=self.revision, dtype=self.dtype, device=device,
+                                    trust_remote_code=self.trust_remote_code)
+            if self.init == "random":
+                model = random_init(model, self.seed, trust_remote_code=self.trust_remote_code)
+            self._pair = (model, tokenizer)
+            self.load_seconds = time.perf_counter() - start
+        return self._pair
+
+    def release(self) -> None:
+        """Drop the loaded model (frees its memory; a later ``get`` loads it again)."""
+        self._pair = None
+
+    def __repr__(self) -> str:
+        return f"ModelSource({self.model_name!r}, init={self.init!r}, loaded={self.loaded})"
+
+
+# --------------------------------------------------------------------------------------------
+# the cached forward pass
+# --------------------------------------------------------------------------------------------
+class TaskStatistics(NamedTuple):
+    """What one forward pass over one split of one task gives.
+
+    moments: ``ntps.moments.Moments`` of every extracted layer (sums over the N texts);
+    features: float32 array (N, L_f, d), mean-pooled features of the layers ``info["feature_layers"]``
+        in the order of the texts; labels: int64 (N,); info: settings, counts, classes and the
+        seconds the pass took (``extract_seconds``) when it was computed (``cached`` says whether
+        this call read it from the cache).
+    """
+
+    moments: Moments
+    features: np.ndarray
+    labels: np.ndarray
+    info: dict
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "model"
+
+
+def _dtype_name(dtype) -> str:
+    if dtype is None:
+        return "float32"  # ntps.models.load's default
+    return str(dtype).removeprefix("torch.")
+
+
+def _data_fingerprint(texts: Sequence[str], labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    digest.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
+    return digest.hexdigest()
+
+
+def statistics_key(settings: Mapping) -> str:
+    """SHA-256 of the settings that decide a cached result (sorted JSON)."""
+    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _entry_folder(settings: dict, key: str) -> Path:
+    init = settings["init"] if settings["init"] == "pretrained" else f"random-seed{settings['seed']}"
+    return cache_dir("experiments", _slug(settings["model"]), init) / \
+        f"{_slug(settings['task'])}-{settings['split']}-{key[:16]}"
+
+
+def _read_entry(folder: Path, key: str) -> TaskStatistics | None:
+    from safetensors.numpy import load_file
+
+    info_path = folder / "info.json"
+    if not info_path.is_file() or not (folder / "features.safetensors").is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if info.get("format") != CACHE_FORMAT or info.get("key") != key:
+        return None
+    try:
+        tensors = load_file(str(folder / "features.safetensors"))
+        moments = Moments.load(folder / "moments")
+        features, labels = tensors["features"], tensors["labels"]
+    except Exception:  # noqa: BLE001 - a damaged entry (truncated file, missing tensor) is recomputed
+        return None
+    if features.ndim != 3 or len(features) != len(labels) or len(labels) != moments.n_texts:
+        return None
+    info["cached"] = True
+    return TaskStatistics(moments, features, labels, info)
+
+
+def task_statistics(model_name: str, task: str, split: str, *, model=None, max_length: int | None = 64,
+                    max_examples: int | str | None = None, data_seed: int = 0, data_root: str | Path | None = None,
+                    batch_size: int = 16, dtype=None, device=None, revision: str | None = None,
+                    init: str = "pretrained", seed: int = 0, layers: Sequence[int] | None = None,
+                    feature_layers: Sequence[int] | None = None, feature_stride: int = 1,
+                    trust_remote_code: bool = False,
+                    refresh: bool = False, progress: bool = False) -> TaskStatistics:
+    """Moments and mean-pooled features of one split of one task, computed once and cached.
+
+    Parameters
+    ----------
+    model_name : what ``ntps.models.load`` accepts (offline name, tiny test model, folder, hub id);
+        the name (with ``revision``) identifies the model in the cache key, so a local folder whose
+        weights change needs ``refresh=True``.
+    task, split : a dataset of ``ntps.data`` ("rt_sentiment", "sst2", ...) and "train" or "test".
+    model : ``None`` (load on a cache miss), an already loaded ``(model, tokenizer)`` pair, or a
+        :class:`ModelSource` (loads once, shared across calls). It must match ``model_name``,
+        ``init`` and ``seed``: they, not the object, make the cache key.
+    max_length : truncate texts to this many tokens. max_examples, data_seed, data_root : passed to
+        ``ntps.data.load`` (None = the task's default cap).
+    batch_size, device : how the pass runs (not part of the key).
+    dtype, revision, trust_remote_code : how the model loads (dtype and revision are in the key).
+    init, seed : "pretrained", or "random" for the random-initialisation control with this seed.
+    layers : hidden-state indices for the moments (default all). feature_layers : the subset of
+        ``layers`` whose features are kept (default all); feature_stride : keep only every n-th of
+        those (big models on many texts: the features are N x L x d float32).
+    refresh : recompute even when cached.
+
+    Returns :class:`TaskStatistics` (moments, features (N, L_f, d) float32, labels (N,), info).
+    """
+    from . import data
+
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if split not in data.SPLITS:
+        raise ValueError(f"split must be one of {data.SPLITS}, got {split!r}")
+    dataset = data.load(task, split, max_examples=max_examples, seed=data_seed, root=data_root)
+    if len(dataset) == 0:
+        raise ValueError(f"{task}/{split} holds no texts")
+    layer_list = None if layers is None else sorted(int(l) for l in layers)
+    feature_list = None if feature_layers is None else sorted(int(l) for l in feature_layers)
+    if feature_list is not None and layer_list is not None and not set(feature_list) <= set(layer_list):
+        raise ValueError(f"feature_layers {feature_list} must be a subset of layers {layer_list}")
+    if isinstance(feature_stride, bool) or not isinstance(feature_stride, (int, np.integer)) or feature_stride < 1:
+        raise ValueError(f"feature_stride must be a positive integer, got {feature_stride!r}")
+    settings = {
+        "format": CACHE_FORMAT, "model": str(model_name), "revision": revision, "init": init,
+        "seed": int(seed) if init == "random" else None, "task": task, "split": split,
+        "max_length": max_length, "max_examples": max_examples, "data_seed": int(data_seed),
+        "data": _data_fingerprint(dataset.texts, dataset.labels), "layers": layer_list,
+        "feature_layers": feature_list, "feature_stride": int(feature_stride), "dtype": _dtype_name(dtype),
+        "ntps_version": __version__,
+    }
+    key = statistics_key(settings)
+    folder = _entry_folder(settings, key)
+    if not refresh:
+        hit = _read_entry(folder, key)
+        if hit is not None:
+            return hit
+
+    if model is None:
+        model = ModelSource(model_name, init=init, seed=seed, dtype=dtype, device=device, revision=revision,
+                            trust_remote_code=trust_remote_code)
+    if isinstance(model, ModelSource) and (model.init != init or (init == "random" and model.seed != int(seed))):
+        raise ValueError(f"the ModelSource is init={model.init!r}, seed={model.seed}, but init={init!r}, seed={seed} "
+                         "was asked for: the cache would be keyed wrongly")
+    pair = model.get() if isinstance(model, ModelSource) else tuple(model)
+    if len(pair) != 2:
+        raise ValueError("model must be None, a (model, tokenizer) pair or a ModelSource")
+    lm, tokenizer = pair
+    from .extract import moments as extract_moments
+    from .features import resolve_device
+
+    start = time.perf_counter()
+    stats, features = extract_moments(
+        lm, tokenizer, dataset.texts, dataset.labels, num_classes=dataset.num_classes, batch_size=batch_size,
+        max_length=max_length, layers=layer_list, device=resolve_device(device) if device is not None else None,
+        progress=progress, return_features=True,
+        metadata={"dataset": task, "split": split, "init": init, "init_seed": settings["seed"]})
+    seconds = time.perf_counter() - start
+    kept = (feature_list if feature_list is not None else list(stats.layers))[::int(feature_stride)]
+    missing = [l for l in kept if l not in stats.layers]
+    if missing:
+        raise ValueError(f"feature_layers {missing} were not extracted (layers {stats.layers})")
+    if kept != list(stats.layers):
+        features = features[:, [stats.layers.index(l) for l in kept]]
+    info = {**settings, "settings": settings, "key": key, "n_texts": stats.n_texts, "n_tokens": stats.n_texts + stats.n_pairs,
+            "n_pairs": stats.n_pairs, "classes": list(dataset.classes), "feature_layers": kept,
+            "moment_layers": list(stats.layers), "hidden_size": stats.hidden_size, "extract_seconds": seconds,
+            "batch_size": batch_size, "device": str(next(lm.parameters()).device),
+            "computed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    from safetensors.numpy import save_file
+
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+    with atomic_dir(folder) as tmp:
+        stats.save(tmp / "moments")
+        save_file({"features": features, "labels": labels}, str(tmp / "features.safetensors"))
+        (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    info["cached"] = False
+    return TaskStatistics(stats, features, labels.copy(), info)
+
+
+# --------------------------------------------------------------------------------------------
+# NTPS of every (task, layer, variant, k)
+# --------------------------------------------------------------------------------------------
+def k_fraction_grid(n: int) -> np.ndarray:
+    """``n`` fractions of the width, ``j / (n + 1)`` for j = 1..n (n = 19 gives the released
+    code's 0.05, 0.10, ..., 0.95). The full width is left out: there Pi_V is the projector onto
+    the whole range of Sigma and every task scores 1."""
+    if int(n) < 1:
+        raise ValueError(f"need at least one k fraction, got {n}")
+    return np.arange(1, int(n) + 1) / (int(n) + 1)
+
+
+def _k_for(fraction: float, width: int, d_eff: int) -> int:
+    return int(min(max(int(round(fraction * width)), 1), d_eff))
+
+
+def _theorem_and_spectral(layer: dict, rtol, backend="numpy", device=None):
+    """Theorem-consistent and spectral NTPS grids over every k_v from ONE decomposition.
+
+    Uses the shared core of ``ntps.score`` when it is there (one set of eigendecompositions for
+    both variants); otherwise the two public grid functions (twice the work, same values)."""
+    from . import score
+
+    core = getattr(score, "_grid_contributions", None)
+    if core is not None:
+        try:
+            parts = core(layer["sxx"], layer["sxy"], layer["c0"], layer["c1"], rtol, backend, device)
+            rank = parts.overlaps.shape[1]
+            return np.cumsum(parts.overlaps.sum(1)) / rank, np.cumsum(parts.weights) / parts.total
+        except (TypeError, AttributeError):  # the private core changed: use the public functions
+            pass
+    return (score.ntps_grid(**layer, rtol=rtol, backend=backend, device=device),
+            score.ntps_spectral_grid(**layer, rtol=rtol, backend=backend, device=device))
+
+
+def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[float] = k_fraction_grid(19),
+               variants: Sequence[str] = VARIANTS, reference_fractions: Sequence[float] | None = None,
+               reference_layers: Sequence[int] | None = None, rtol: float | None = None,
+               backend: str = "numpy", device=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """NTPS of every task, layer, variant and k, as one long table, with the time each took.
+
+    moments_by_task : task -> ``Moments`` (from the train split).
+    k_fractions : the autoregressive rank as a fraction of the width d: ``k_v = round(f d)``
+        clipped to [1, d_eff] (d_eff = rank of c0); the column ``k`` records the k_v used.
+    variants : any of "theorem" (``ntps.score.ntps_grid``, k_u = rank of M), "spectral"
+        (``ntps_spectral_grid``) and "reference" (``ntps_reference_sweep``, the released code in
+        float32, at ``reference_fractions``, default ``k_fractions``; its own k is int(f * rank) for
+        U and V, so ``k`` is NaN there). Theorem and spectral come from one decomposition per layer.
+    reference_layers : the layers for the reference variant (default all; it costs more).
+    backend, device : where the theorem/spectral decompositions run (``"torch"`` and ``"cuda"`` for
+        wide models on a GPU; see ``ntps.score.ntps_grid``). The reference variant runs in NumPy.
+
+    Returns ``(table, timings)``: table columns task, layer, variant, k_fraction, k, ntps;
+    timings one row per (task, variant) with ``seconds`` and ``layers``.
+    """
+    from .score import ntps_reference_sweep
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown NTPS variants {unknown}; use {VARIANTS}")
+    if not moments_by_task:
+        raise ValueError("moments_by_task is empty")
+    fractions = np.asarray(k_fractions, dtype=float)
+    if fractions.size == 0 or np.any((fractions <= 0) | (fractions > 1)):
+        raise ValueError(f"k_fractions must be a non-empty list of values in (0, 1], got {list(fractions)}")
+    ref_fractions = fractions if reference_fractions is None else np.asarray(reference_fractions, dtype=float)
+    rows, timings = [], []
+    for task, stats in moments_by_task.items():
+        width = stats.hidden_size
+        spent = {v: 0.0 for v in variants}
+        counted = {v: 0 for v in variants}
+        for layer in stats.layers:
+            one = stats.layer(layer)
+            if "theorem" in variants or "spectral" in variants:
+                start = time.perf_counter()
+                try:
+                    theorem, spectral = _theorem_and_spectral(one, rtol, backend, device)
+                except ValueError as error:
+                    raise ValueError(f"{task}, layer {layer}: {error}") from error
+                seconds = time.perf_counter() - start
+                both = [v for v in ("theorem", "spectral") if v in variants]
+                for variant in both:
+                    spent[variant] += seconds / len(both)
+                    counted[variant] += 1
+                    grid = theorem if variant == "theorem" else spectral
+                    for f in fractions:
+                        k = _k_for(f, width, grid.size)
+                        rows.append((task, layer, variant, float(f), k, float(grid[k - 1])))
+            if "reference" in variants and (reference_layers is None or layer in reference_layers):
+                start = time.perf_counter()
+                sweep = ntps_reference_sweep(**one, fractions=ref_fractions)
+                spent["reference"] += time.perf_counter() - start
+                counted["reference"] += 1
+                rows.extend((task, layer, "reference", float(f), np.nan, float(v)) for f, v in zip(ref_fractions, sweep))
+        timings.extend({"task": task, "variant": v, "seconds": spent[v], "layers": counted[v]} for v in variants)
+    table = pd.DataFrame(rows, columns=["task", "layer", "variant", "k_fraction", "k", "ntps"])
+    return table, pd.DataFrame(timings)
+
+
+# --------------------------------------------------------------------------------------------
+# probes and peers of every (task, layer)
+# --------------------------------------------------------------------------------------------
+def _layer_index(stats: TaskStatistics) -> list[int]:
+    return list(stats.info.get("feature_layers") or stats.moments.layers)
+
+
+def probe_table(train: Mapping[str, TaskStatistics], test: Mapping[str, TaskStatistics] | None = None, *,
+                C: float = 1.0, ridge: float = 0.0, max_iter: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Logistic-regression and least-squares probes on every layer of every task.
+
+    train, test : task -> :class:`TaskStatistics` of the train and test splits (same layers).
+    C, ridge, max_iter : see ``ntps.probes.logistic_probe`` and ``mse_probe``.
+
+    Returns ``(table, timings)``: table columns task, layer, train_accuracy (in-sample),
+    test_accuracy (held out), train_mse, test_mse (summed over classes), converged,
+    majority_accuracy (test accuracy of always predicting the training split's most frequent class)
+    and test_gain = test_accuracy - majority_accuracy (what the features add to the class balance);
+    timings one row per (task, probe) with ``seconds`` (training and evaluating on every layer).
+    """
+    from .probes import probe_layers
+
+    if not train:
+        raise ValueError("train is empty")
+    frames, timings = [], []
+    for task, tr in train.items():
+        te = None if test is None else test.get(task)
+        if te is not None and _layer_index(te) != _layer_index(tr):
+            raise ValueError(f"{task}: train and test features hold different layers")
+        num_classes = tr.moments.num_classes
+        xte, yte = (te.features, te.labels) if te is not None else (None, None)
+        start = time.perf_counter()
+        logistic = probe_layers(tr.features, tr.labels, xte, yte, C=C, max_iter=max_iter, num_classes=num_classes,
+                                mse=False)
+        t_logistic = time.perf_counter() - start
+        start = time.perf_counter()
+        mse = probe_layers(tr.features, tr.labels, xte, yte, ridge=ridge, num_classes=num_classes, logistic=False)
+        t_mse = time.perf_counter() - start
+        majority_class = int(np.argmax(np.bincount(tr.labels, minlength=num_classes)))
+        majority = float(np.mean(te.labels == majority_class)) if te is not None else float("nan")
+        frames.append(pd.DataFrame({
+            "task": task, "layer": _layer_index(tr), "train_accuracy": logistic["train_accuracy"],
+            "test_accuracy": logistic["test_accuracy"], "train_mse": mse["train_mse"], "test_mse": mse["test_mse"],
+            "converged": logistic["converged"], "majority_accuracy": majority,
+            "test_gain": logistic["test_accuracy"] - majority}))
+        timings += [{"task": task, "probe": "logistic", "seconds": t_logistic},
+                    {"task": task, "probe": "least squares", "seconds": t_mse}]
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(timings)
+
+
+def peer_table(stats_by_task: Mapping[str, TaskStatistics], *, metrics: Sequence[str] = PEER_METRICS,
+               knn_k: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Peer transferability metrics (``ntps.peers``) on every layer's features of every task.
+
+    Returns ``(table, timings)``: table columns task, layer and one per metric; timings one row per
+    (task, metric) with ``seconds``.
+    """
+    from . import peers
+
+    functions: dict[str, Callable] = {
+        "logme": peers.logme, "h_score": peers.h_score, "regularized_h_score": peers.regularized_h_score,
+        "rankme": lambda f, y: peers.rankme(f), "knn_accuracy": lambda f, y: peers.knn_accuracy(f, y, k=knn_k)}
+    unknown = [m for m in metrics if m not in functions]
+    if unknown:
+        raise ValueError(f"unknown peer metrics {unknown}; use {list(functions)}")
+    if not stats_by_task:
+        raise ValueError("stats_by_task is empty")
+    rows, timings = [], []
+    for task, stats in stats_by_task.items():
+        spent = {m: 0.0 for m in metrics}
+        layer_ids = _layer_index(stats)
+        for position, layer in enumerate(layer_ids):
+            row = {"task": task, "layer": layer}
+            x = stats.features[:, position]
+            for metric in metrics:
+                start = time.perf_counter()
+                row[metric] = functions[metric](x, stats.labels)
+                spent[metric] += time.perf_counter() - start
+            rows.append(row)
+        timings += [{"task": task, "metric": m, "seconds": spent[m]} for m in metrics]
+    return pd.DataFrame(rows), pd.DataFrame(timings)
+
+
+# --------------------------------------------------------------------------------------------
+# the released variant's basis sensitivity on real moments
+# --------------------------------------------------------------------------------------------
+def reference_sensitivity(layer_moments: Mapping[str, np.ndarray], *, fractions: Sequence[float],
+                          n_perturbations: int = 8, scale: float = 1e-9, seed: int = 0,
+                          k_fractions: Sequence[float] | None = None, rtol: float | None = None,
+                          dtypes: Sequence = (np.float32,)) -> pd.DataFrame:
+    """How much the released score moves when sxy is perturbed at round-off level.
+
+    For each of ``n_perturbations`` draws, ``sxy + scale * max|sxy| * E`` with E standard normal
+    (seeded; the perturbation is applied in float64), the released variant
+    (``ntps_reference_sweep``) is recomputed at ``fractions`` in each of ``dtypes`` (float32 as
+    released; float64 separates the basis arbitrariness from float32 round-off), and, for
+    comparison, the theorem-consistent NTPS at ``k_fractions`` (default the same fractions of the
+    width). Draw 0 is the unperturbed moments.
+
+    layer_moments : one layer's ``{"sxx", "sxy", "c0", "c1"}`` (``Moments.layer(l)``); not modified.
+    Returns a long table: draw, variant ("reference (float32)", ..., "theorem"), k_fraction, ntps.
+    """
+    from .score import ntps_grid, ntps_reference_sweep
+
+    if int(n_perturbations) < 1:
+        raise ValueError(f"n_perturbations must be at least 1, got {n_perturbations}")
+    base = {name: np.array(layer_moments[name], dtype=np.float64, copy=True) for name in ("sxx", "sxy", "c0", "c1")}
+    rng = np.random.default_rng(seed)
+    fractions = np.asarray(fractions, dtype=float)
+    k_fractions = fractions if k_fractions is None else np.asarray(k_fractions, dtype=float)
+    width = base["sxx"].shape[0]
+    size = float(np.abs(base["sxy"]).max())
+    rows = []
+    for draw in range(int(n_perturbations) + 1):
+        moments = dict(base)
+        if draw:
+            moments["sxy"] = base["sxy"] + scale * size * rng.standard_normal(base["sxy"].shape)
+        for dtype in dtypes:
+            sweep = ntps_reference_sweep(**moments, fractions=fractions, dtype=dtype)
+            label = f"reference ({np.dtype(dtype).name})"
+            rows += [(draw, label, float(f), float(v)) for f, v in zip(fractions, sweep)]
+        grid = ntps_grid(**moments, rtol=rtol)
+        rows += [(draw, "theorem", float(f), float(grid[_k_for(f, width, grid.size) - 1])) for f in k_fractions]
+    return pd.DataFrame(rows, columns=["draw", "variant", "k_fraction", "ntps"])
+
+
+# --------------------------------------------------------------------------------------------
+# every score against every target under every selection rule
+# --------------------------------------------------------------------------------------------
+def nearest(values, wanted: float) -> float:
+    """The value among ``values`` closest to ``wanted`` (the smaller one on a tie): the available
+    layer or k fraction nearest to one fixed in advance."""
+    values = np.asarray(sorted(set(np.asarray(values, dtype=float).tolist())), dtype=float)
+    if values.size == 0:
+        raise ValueError("no values to choose from")
+    return float(values[int(np.argmin(np.abs(values - wanted)))])
+
+
+def correlation_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFrame | None = None, *,
+                      baselines: pd.DataFrame | None = None, targets: Mapping[str, bool] = TARGETS,
+                      fixed_layer: int, fixed_k_fraction: float,
+                      method: str = "spearman", n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+                      ) -> tuple[pd.DataFrame, dict]:
+    """Every score against every probe target across tasks, under the three selection rules.
+
+    ntps : :func:`ntps_table` output (task, layer, variant, k_fraction, ntps); each variant is one
+        score whose configuration is (layer, k_fraction).
+    probes : :func:`probe_table` output (task, layer and the target columns).
+    peers : :func:`peer_table` output or None; each metric is one score, configuration (layer,).
+    baselines : :func:`task_baselines` output or None; scored like the peers (family "baseline").
+    targets : target column -> whether high is good (``higher_is_better`` of the selection).
+    fixed_layer, fixed_k_fraction : the configuration fixed in advance (the nearest available layer
+        and fraction of each score are used, e.g. for a variant computed on fewer layers).
+
+    Each (score, target) pair goes through ``ntps.evaluate.compare_selections`` (in-sample,
+    leave-one-dataset-out, fixed), with bootstrap intervals over tasks. A pair whose target is
+    constant across tasks (e.g. in-sample accuracy 1.0 everywhere when N < d) has no correlation:
+    its row holds NaN and a note. Returns ``(summary, selections)``: summary columns score, family
+    ("ntps", "peer" or "baseline"), target, rule, estimate, low, high, p_value, n, configs, note; selections maps
+    (score, target) -> {rule: Selection}.
+    """
+    from .evaluate import compare_selections
+
+    merged = ntps.merge(probes, on=["task", "layer"], how="inner")
+    scores = [(f"ntps:{variant}", "ntps", merged[merged.variant == variant], "ntps", ["layer", "k_fraction"])
+              for variant in ntps["variant"].unique()]
+    for family, extra in (("peer", peers), ("baseline", baselines)):
+        if extra is not None:
+            joined = extra.merge(probes, on=["task", "layer"], how="inner")
+            scores += [(metric, family, joined, metric, ["layer"])
+                       for metric in extra.columns if metric not in ("task", "layer")]
+    rows, selections = [], {}
+    for name, family, table, column, config in scores:
+        for target, higher in targets.items():
+            if target not in table.columns:
+                continue
+            fixed = {"layer": int(nearest(table["layer"], fixed_layer))}
+            if "k_fraction" in config:
+                fixed["k_fraction"] = float(nearest(table["k_fraction"], fixed_k_fraction))
+            data = table.rename(columns={"task": "dataset"})
+            try:
+                summary, chosen = compare_selections(data, score=column, target=target, fixed=fixed, config=config,
+                                                     method=method, higher_is_better=higher, n_boot=n_boot,
+                                                     confidence=confidence, seed=seed)
+            except ValueError as error:
+                constant = data.groupby(config)[target].nunique().max() <= 1
+                note = "target constant across tasks" if constant else str(error)
+                rows += [{"score": name, "family": family, "target": target, "rule": rule, "estimate": np.nan,
+                          "low": np.nan, "high": np.nan, "p_value": np.nan, "n": data["dataset"].nunique(),
+                          "configs": "", "note": note} for rule in ("in-sample", "leave-one-dataset-out", "fixed")]
+                continue
+            selections[name, target] = chosen
+            for rule, row in summary.iterrows():
+                rows.append({"score": name, "family": family, "target": target, "rule": rule, **row.to_dict(),
+                             "note": ""})
+    return pd.DataFrame(rows), selections
+
+
+def task_baselines(stats_by_task: Mapping[str, TaskStatistics]) -> pd.DataFrame:
+    """Scores that know nothing about the model, to set beside NTPS and the peers.
+
+    For each task (from its training split): ``majority_share``, the frequency of the most common
+    class, and ``neg_classes``, minus the number of classes C. Repeated on every feature layer so
+    that they go through the same tables and selection rules as the other scores (the rules then
+    choose only the layer of the *target*). Returns columns task, layer, majority_share, neg_classes.
+    """
+    rows = []
+    for task, stats in stats_by_task.items():
+        counts = np.bincount(stats.labels, minlength=stats.moments.num_classes)
+        share = float(counts.max() / counts.sum())
+        rows += [{"task": task, "layer": layer, "majority_share": share, "neg_classes": -float(counts.size)}
+                 for layer in _layer_index(stats)]
+    return pd.DataFrame(rows)

@@ -1,0 +1,229 @@
+"""The cached pipeline step and the tidy tables, on a tiny random model and the stand-in tasks."""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ntps import experiments, peers, probes, score
+from ntps.features import hidden_states, mean_pool
+
+ROOT = Path(__file__).parent / "data" / "offline"
+TASKS = ["rt_sentiment", "spam_assassin", "debate_party", "fortunes_topic"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTPS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def source():
+    return experiments.ModelSource("tiny-llama")
+
+
+def stats(task, split, source, **kwargs):
+    return experiments.task_statistics("tiny-llama", task, split, model=source, data_root=ROOT, max_length=24,
+                                       **kwargs)
+
+
+def test_task_statistics_features_and_moments_are_right(cache, source):
+    from ntps import data
+
+    result = stats("fortunes_topic", "train", source)
+    dataset = data.load("fortunes_topic", "train", root=ROOT)
+    model, tokenizer = source.get()
+    # independent: a padded forward pass of all texts at once and a masked mean
+    states, mask = hidden_states(model, tokenizer, dataset.texts, max_length=24)
+    pooled = mean_pool(states, mask).double().numpy().transpose(1, 0, 2)  # (N, L, d)
+    assert result.features.dtype == np.float32 and result.features.shape == pooled.shape
+    np.testing.assert_allclose(result.features, pooled, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(result.labels, dataset.labels)
+    x = result.features[:, 2].astype(np.float64)
+    np.testing.assert_allclose(result.moments.layer(2)["sxx"], x.T @ x / len(x), rtol=1e-5, atol=1e-7)
+    assert result.info["n_texts"] == len(dataset) and result.info["classes"] == dataset.classes
+    assert result.info["cached"] is False and result.info["extract_seconds"] > 0
+
+
+def test_cache_hit_is_fast_identical_and_safe(cache, source):
+    first = stats("rt_sentiment", "train", source)
+    start = time.perf_counter()
+    again = experiments.task_statistics("tiny-llama", "rt_sentiment", "train", data_root=ROOT, max_length=24)
+    assert time.perf_counter() - start < 1.0
+    assert again.info["cached"] is True and again.info["extract_seconds"] == first.info["extract_seconds"]
+    np.testing.assert_array_equal(again.features, first.features)
+    np.testing.assert_array_equal(again.moments.sum_ss, first.moments.sum_ss)
+    folders = list((cache / "experiments").rglob("info.json"))
+    assert len(folders) == 1
+    files = sorted(p.name for p in folders[0].parent.rglob("*") if p.is_file())
+    assert files == ["features.safetensors", "info.json", "moments.json", "moments.safetensors"]
+    info = json.loads(folders[0].read_text())
+    assert info["ntps_version"] and info["task"] == "rt_sentiment" and info["init"] == "pretrained"
+    # a corrupted or foreign entry is recomputed, not trusted
+    info["key"] = "0" * 64
+    folders[0].write_text(json.dumps(info))
+    assert stats("rt_sentiment", "train", source).info["cached"] is False
+    tensors = folders[0].parent / "features.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    assert stats("rt_sentiment", "train", source).info["cached"] is False
+    assert stats("rt_sentiment", "train", source).info["cached"] is True
+    with pytest.raises(ValueError, match="keyed wrongly"):
+        stats("rt_sentiment", "test", source, init="random", seed=2, refresh=True)
+
+
+def test_the_key_separates_settings(cache, source):
+    a = stats("debate_party", "train", source)
+    b = stats("debate_party", "train", source, layers=[0, 2])
+    c = stats("debate_party", "test", source)
+    assert b.info["key"] != a.info["key"] and c.info["key"] != a.info["key"]
+    assert b.moments.layers == [0, 2] and b.features.shape[1] == 2
+    np.testing.assert_allclose(b.features[:, 1], a.features[:, 2], rtol=1e-5, atol=1e-6)
+    d = stats("debate_party", "train", source, feature_layers=[1])
+    assert d.moments.layers == [0, 1, 2] and d.info["feature_layers"] == [1]
+    np.testing.assert_allclose(d.features[:, 0], a.features[:, 1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="subset"):
+        stats("debate_party", "train", source, layers=[0], feature_layers=[1])
+    with pytest.raises(ValueError, match="init"):
+        stats("debate_party", "train", source, init="xavier")
+
+
+def test_random_init_control(cache):
+    model, tokenizer = experiments.ModelSource("tiny-llama").get()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    one = experiments.random_init(model, seed=3)
+    two = experiments.random_init(model, seed=3)
+    other = experiments.random_init(model, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert type(one) is type(model) and one.config.to_dict() == model.config.to_dict()
+    weight = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(one.state_dict()[weight], two.state_dict()[weight])
+    assert not torch.equal(one.state_dict()[weight], other.state_dict()[weight])
+    assert not torch.equal(one.state_dict()[weight], model.state_dict()[weight])
+    random = experiments.task_statistics("tiny-llama", "spam_assassin", "train", data_root=ROOT, max_length=24,
+                                         init="random", seed=3)
+    pretrained = experiments.task_statistics("tiny-llama", "spam_assassin", "train", data_root=ROOT, max_length=24)
+    assert random.info["key"] != pretrained.info["key"] and "random-seed3" in str(list(cache.rglob("info.json")))
+    assert not np.allclose(random.features, pretrained.features)
+    # the cached random features are those of random_init(seed=3)
+    direct = experiments.task_statistics("tiny-llama", "spam_assassin", "train", data_root=ROOT, max_length=24,
+                                         model=(one, tokenizer), init="random", seed=3, refresh=True)
+    np.testing.assert_allclose(direct.features, random.features, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def suite(cache, source):
+    train = {t: stats(t, "train", source) for t in TASKS}
+    test = {t: stats(t, "test", source) for t in TASKS}
+    return train, test
+
+
+def test_ntps_table_matches_the_score_functions(suite):
+    train, _ = suite
+    fractions = experiments.k_fraction_grid(4)
+    assert np.allclose(experiments.k_fraction_grid(19), np.arange(0.05, 0.96, 0.05))
+    table, timings = experiments.ntps_table({t: s.moments for t, s in train.items()}, k_fractions=fractions,
+                                            reference_fractions=[0.25, 0.5], reference_layers=[1])
+    moments = train["debate_party"].moments
+    for layer in moments.layers:
+        one = moments.layer(layer)
+        grid, spectral = score.ntps_grid(**one), score.ntps_spectral_grid(**one)
+        for f in fractions:
+            k = min(max(round(f * moments.hidden_size), 1), grid.size)
+            row = table[(table.task == "debate_party") & (table.layer == layer) & (table.k_fraction == f)]
+            assert row[row.variant == "theorem"]["ntps"].item() == pytest.approx(grid[k - 1], abs=1e-10)
+            assert row[row.variant == "spectral"]["ntps"].item() == pytest.approx(spectral[k - 1], abs=1e-10)
+            assert row[row.variant == "theorem"]["k"].item() == k
+    ref = table[(table.variant == "reference") & (table.task == "debate_party")]
+    assert sorted(ref.layer.unique()) == [1] and sorted(ref.k_fraction) == [0.25, 0.5]
+    expected = score.ntps_reference_sweep(**moments.layer(1), fractions=[0.25, 0.5])
+    np.testing.assert_allclose(ref.sort_values("k_fraction")["ntps"], expected)
+    assert set(timings.variant) == {"theorem", "spectral", "reference"} and (timings.seconds >= 0).all()
+    with pytest.raises(ValueError, match="unknown NTPS variants"):
+        experiments.ntps_table({"x": moments}, variants=["best"])
+    with pytest.raises(ValueError, match="k_fractions"):
+        experiments.ntps_table({"x": moments}, k_fractions=[0.0])
+
+
+def test_probe_and_peer_tables(suite):
+    train, test = suite
+    table, timings = experiments.probe_table(train, test, ridge=0.1)
+    assert len(table) == len(TASKS) * 3 and set(timings.probe) == {"logistic", "least squares"}
+    tr, te = train["fortunes_topic"], test["fortunes_topic"]
+    lg = probes.logistic_probe(tr.features[:, 2], tr.labels, te.features[:, 2], te.labels,
+                               num_classes=tr.moments.num_classes)
+    ms = probes.mse_probe(tr.features[:, 2], tr.labels, te.features[:, 2], te.labels, ridge=0.1,
+                          num_classes=tr.moments.num_classes)
+    row = table[(table.task == "fortunes_topic") & (table.layer == 2)].iloc[0]
+    assert row.train_accuracy == lg.train_accuracy and row.test_accuracy == lg.test_accuracy
+    assert row.test_mse == pytest.approx(ms.test_mse) and row.train_mse == pytest.approx(ms.train_mse)
+    majority_class = np.bincount(tr.labels).argmax()
+    assert row.majority_accuracy == pytest.approx(np.mean(te.labels == majority_class))
+    assert row.test_gain == pytest.approx(lg.test_accuracy - row.majority_accuracy)
+    base = experiments.task_baselines(train)
+    assert len(base) == len(TASKS) * 3
+    one = base[base.task == "fortunes_topic"].iloc[0]
+    assert one.neg_classes == -tr.moments.num_classes
+    assert one.majority_share == pytest.approx(np.bincount(tr.labels).max() / len(tr.labels))
+    peer, peer_timings = experiments.peer_table(train, knn_k=3)
+    row = peer[(peer.task == "rt_sentiment") & (peer.layer == 1)].iloc[0]
+    x, y = train["rt_sentiment"].features[:, 1], train["rt_sentiment"].labels
+    assert row.logme == pytest.approx(peers.logme(x, y)) and row.rankme == pytest.approx(peers.rankme(x))
+    assert row.h_score == pytest.approx(peers.h_score(x, y)) and row.knn_accuracy == peers.knn_accuracy(x, y, k=3)
+    assert set(peer_timings.metric) == set(experiments.PEER_METRICS)
+
+
+def test_reference_sensitivity(suite):
+    train, _ = suite
+    one = train["fortunes_topic"].moments.layer(2)
+    kept = {k: v.copy() for k, v in one.items()}
+    table = experiments.reference_sensitivity(one, fractions=[0.25, 0.5, 0.75], n_perturbations=3, seed=1,
+                                              dtypes=[np.float32, np.float64])
+    assert sorted(table.draw.unique()) == [0, 1, 2, 3]
+    assert set(table.variant) == {"reference (float32)", "reference (float64)", "theorem"}
+    for dtype in (np.float32, np.float64):
+        base = table[(table.draw == 0) & (table.variant == f"reference ({np.dtype(dtype).name})")]
+        np.testing.assert_allclose(base.sort_values("k_fraction")["ntps"],
+                                   score.ntps_reference_sweep(**one, fractions=[0.25, 0.5, 0.75], dtype=dtype))
+    theorem = table[table.variant == "theorem"].groupby("k_fraction")["ntps"]
+    assert (theorem.max() - theorem.min()).max() < 1e-6  # the theorem-consistent score does not move
+    assert all(np.array_equal(one[k], kept[k]) for k in one)
+
+
+def test_correlation_table_runs_every_rule_and_marks_constant_targets():
+    from ntps import evaluate
+
+    rng = np.random.default_rng(0)
+    tasks = [f"t{i}" for i in range(6)]
+    ntps_rows = [{"task": t, "layer": l, "variant": v, "k_fraction": f, "k": 1, "ntps": rng.uniform()}
+                 for t in tasks for l in range(3) for v in ("theorem", "spectral") for f in (0.25, 0.5)]
+    probe_rows = [{"task": t, "layer": l, "train_accuracy": 1.0, "test_accuracy": rng.uniform(),
+                   "test_gain": rng.uniform(), "train_mse": rng.uniform(), "test_mse": rng.uniform(), "converged": True}
+                  for t in tasks for l in range(3)]
+    peer_rows = [{"task": t, "layer": l, "logme": rng.normal()} for t in tasks for l in range(3)]
+    base_rows = [{"task": t, "layer": l, "neg_classes": -float(i % 3 + 2)} for i, t in enumerate(tasks) for l in range(3)]
+    ntps_t, probe_t, peer_t, base_t = (pd.DataFrame(r) for r in (ntps_rows, probe_rows, peer_rows, base_rows))
+    summary, selections = experiments.correlation_table(ntps_t, probe_t, peer_t, baselines=base_t, fixed_layer=1,
+                                                        fixed_k_fraction=0.4, n_boot=100)
+    assert set(summary.score) == {"ntps:theorem", "ntps:spectral", "logme", "neg_classes"}
+    assert set(summary[summary.score == "neg_classes"].family) == {"baseline"}
+    assert len(summary) == 4 * 5 * 3
+    constant = summary[summary.target == "train_accuracy"]
+    assert constant.estimate.isna().all() and (constant.note == "target constant across tasks").all()
+    row = summary[(summary.score == "ntps:theorem") & (summary.target == "test_accuracy") & (summary.rule == "fixed")]
+    table = ntps_t[ntps_t.variant == "theorem"].merge(probe_t, on=["task", "layer"]).rename(columns={"task": "dataset"})
+    direct = evaluate.select_fixed(table, {"layer": 1, "k_fraction": 0.5}, score="ntps", target="test_accuracy")
+    assert row.estimate.item() == pytest.approx(direct.correlation)
+    mse = summary[(summary.score == "logme") & (summary.target == "test_mse") & (summary.rule == "in-sample")]
+    logme_table = peer_t.merge(probe_t, on=["task", "layer"]).rename(columns={"task": "dataset"})
+    best = evaluate.select_in_sample(logme_table, score="logme", target="test_mse", config=["layer"],
+                                     higher_is_better=False)
+    assert mse.estimate.item() == pytest.approx(best.correlation)
+    assert ("ntps:theorem", "test_accuracy") in selections
+    assert experiments.nearest([0.05, 0.25, 0.5], 0.4) == 0.5 and experiments.nearest([3, 1, 2], 1.5) == 1.0
