@@ -65,10 +65,13 @@ def excess_loss(sxx, sxy, V, *, rtol: float | None = None) -> float:
 
     Parameters
     ----------
-    sxx : (d, d) Sigma = (1/N) sum x x^T.   sxy : (d, C) = (1/N) sum x y^T.
+    sxx : (d, d) Sigma = (1/N) sum x x^T.
+    sxy : (d, C) = (1/N) sum x y^T.
     V : (d, k) any encoder matrix (a 1-D array is one column).
     rtol : relative tolerance (``ntps._linalg``).
 
+    Notes
+    -----
     On finite data with these moments it equals the difference of the in-sample least-squares
     mean squared errors (summed over outputs) of ``lstsq(X V, Y)`` and ``lstsq(X, Y)``.
     """

@@ -25,7 +25,7 @@ import yaml
 
 from .cache import atomic_file
 
-__all__ = ["repo_root", "notebook_sources", "params_file", "load_params", "execute", "main"]
+__all__ = ["repo_root", "notebook_sources", "book_notebooks", "params_file", "load_params", "execute", "main"]
 
 PROFILES = ("smoke", "cpu", "colab-paper")
 
@@ -42,6 +42,14 @@ def repo_root(start: str | Path | None = None) -> Path:
 def notebook_sources(root: str | Path | None = None) -> list[Path]:
     """All notebook sources ``notebooks/*.py``, in name order."""
     return sorted((repo_root(root) / "notebooks").glob("[0-9]*.py"))
+
+
+def book_notebooks(root: str | Path | None = None) -> list[Path]:
+    """The notebook sources the book shows: those whose executed copy ``book/executed/<name>`` is in
+    ``_toc.yml``, in name order (so a chapter that reads another's results runs after it)."""
+    folder = repo_root(root)
+    toc = (folder / "_toc.yml").read_text()
+    return [source for source in notebook_sources(folder) if f"book/executed/{source.stem}" in toc]
 
 
 def params_file(source: str | Path, profile: str) -> Path:
@@ -123,13 +131,13 @@ def execute(source: str | Path, profile: str = "cpu", output_dir: str | Path = "
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ntps.notebooks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", help="notebook sources (default: every notebooks/[0-9]*.py)")
+    parser.add_argument("notebooks", nargs="*", help="notebook sources (default: the notebooks in _toc.yml)")
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--out", default=None, help="output folder (default: book/executed in the checkout)")
     parser.add_argument("--force", action="store_true", help="run even when nothing changed")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     args = parser.parse_args(argv)
-    sources = [Path(p) for p in args.notebooks] or notebook_sources()
+    sources = [Path(p) for p in args.notebooks] or book_notebooks()
     out = Path(args.out) if args.out else repo_root() / "book" / "executed"
     for source in sources:
         start = time.perf_counter()

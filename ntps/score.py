@@ -331,11 +331,13 @@ def ntps(sxx, sxy, c0, c1, k_v: int, k_u: int | None = None, *, rtol: float | No
 
     Parameters
     ----------
-    sxx (d, d), sxy (d, C), c0 (d, d), c1 (d, d) : the layer's moments (module docstring).
+    sxx, sxy, c0, c1 : the layer's moments, shapes (d, d), (d, C), (d, d), (d, d) (module docstring).
     k_v : in [1, d_eff], d_eff = rank of c0.
     k_u : in [1, r], r = rank(M) <= C; defaults to r (the theorem's choice).
     rtol : relative tolerance (``ntps._linalg``).
 
+    Notes
+    -----
     Same code path as :func:`ntps_grid`, restricted to the first k_v columns of V, so
     ``ntps(..., k_v=k)`` equals ``ntps_grid(...)[k - 1]`` up to round-off.
     """
