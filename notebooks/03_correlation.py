@@ -66,7 +66,7 @@ mse_ridge = 1.0  # ridge of the least-squares probe (standardised units); 0: pla
 peer_metrics = ["logme", "h_score", "regularized_h_score", "rankme", "knn_accuracy"]
 knn_k = 5
 control = True  # the random-initialisation control
-control_tasks = ["rt_sentiment", "rt_subjectivity", "debate_party"]  # None: every task
+control_tasks = ["rt_sentiment", "rt_subjectivity", "fortunes_topic"]  # None: every task
 control_seed = 0
 n_boot = 2000  # bootstrap resamples of the tasks
 n_permutations = 500  # permutations for the selection-aware test
@@ -75,6 +75,7 @@ seed = 0
 fixed_layer_fraction = 0.5  # the fixed-in-advance configuration: this fraction of the depth...
 fixed_k_fraction = 0.5  # ... and k at this fraction of the width
 ntps_backend = "numpy"  # "torch" runs the NTPS decompositions on `device` (wide models on a GPU)
+results_profile = "cpu"  # the name under which the per-task results are saved (ntps.results)
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
 # %% tags=["remove-cell"]
@@ -128,7 +129,7 @@ print(f"ntps {ntps.__version__}; models {model_names}; {len(task_names)} tasks: 
 # from that single pass: the four NTPS moments of every layer (`ntps.extract.moments`) and the
 # mean-pooled features of every layer, which the probes and the peer metrics need. Both are cached
 # on disk (safetensors and JSON, keyed by model, task, split, text cap, length, layers and package
-# version), so a second run of this page reads them in milliseconds. The times below are those of
+# version), so a second run of this page reads each in a fraction of a second. The times below are those of
 # the pass itself, measured when it ran; the `cached` column says whether this run read it back.
 
 # %%
@@ -142,7 +143,9 @@ for model_name in model_names:
             store[model_name] = {}
             for task in task_names:
                 result = experiments.task_statistics(model_name, task, split, max_examples=cap, **common)
-                store[model_name][task] = result
+                # NTPS uses the moments of the training split only; the test split's (about 250 MB per
+                # task at d = 576) are not kept in memory
+                store[model_name][task] = result if split == "train" else result._replace(moments=None)
                 extraction_rows.append({
                     "model": model_name, "task": task, "split": split, "texts": result.info["n_texts"],
                     "tokens": result.info["n_tokens"], "seconds": result.info["extract_seconds"],
@@ -237,10 +240,10 @@ print(f"in-sample accuracy is exactly 1.0 on {saturated:.0%} of the (task, layer
 summary
 
 # %% [markdown]
-# The ridge of the least-squares probe is a choice this page has to make because the training
-# split is smaller than the width: plain least squares ($\lambda = 0$) then interpolates the
-# training texts (in-sample error 0 on every task and layer) and generalises worse than predicting
-# the class frequencies. The comparison on the first task, averaged over layers:
+# The ridge of the least-squares probe is a choice this page has to make when the training split
+# is smaller than the width: plain least squares ($\lambda = 0$) then interpolates the training
+# texts (in-sample error 0 on every task and layer). The comparison on the first task, averaged over
+# layers, next to the held-out error of simply predicting the class frequencies:
 
 # %%
 from ntps.probes import probe_layers  # noqa: E402
@@ -326,18 +329,15 @@ for model_name in models:
     peer_tables[model_name], peer_timings[model_name] = experiments.peer_table(train[model_name],
                                                                                metrics=peer_metrics, knn_k=knn_k)
 fixed_layer = int(round(fixed_layer_fraction * (depth - 1)))
-tables = {}
+tables, chosen_by_model = {}, {}
 for model_name in models:
-    tables[model_name], _ = experiments.correlation_table(
+    tables[model_name], chosen_by_model[model_name] = experiments.correlation_table(
         ntps_tables[model_name], probe_tables[model_name], peer_tables[model_name],
         baselines=experiments.task_baselines(train[model_name]), fixed_layer=fixed_layer,
         fixed_k_fraction=fixed_k_fraction, n_boot=n_boot, confidence=confidence, seed=seed)
     tables[model_name].insert(0, "model", model_name)
 correlation = pd.concat(tables.values(), ignore_index=True)
-_, selections = experiments.correlation_table(ntps_tables[main_model], probe_tables[main_model], None,
-                                             targets={"test_accuracy": True}, fixed_layer=fixed_layer,
-                                             fixed_k_fraction=fixed_k_fraction, n_boot=n_boot,
-                                             confidence=confidence, seed=seed)
+selections = chosen_by_model[main_model]
 print(f"fixed in advance: layer {fixed_layer} of {depth - 1}, k = {fixed_k_fraction:.2f} d; "
       f"Spearman over {len(task_names)} tasks, {pct} bootstrap intervals")
 rules = ["in-sample", "leave-one-dataset-out", "fixed"]
@@ -359,8 +359,8 @@ main_table
 # %% [markdown]
 # The two rows at the bottom are **baselines that know nothing about the model**: the share of the
 # most frequent class in the training split, and minus the number of classes. Across tasks, probe
-# accuracy is partly a property of the task (two balanced classes are easier to beat chance on than
-# six), and a score can correlate with accuracy just by tracking that. The probe's **gain over the
+# accuracy is partly a property of the task (a two-class task starts from a higher accuracy by chance
+# than a six-class one), and a score can correlate with accuracy just by tracking that. The probe's **gain over the
 # majority-class predictor** (held-out accuracy minus the accuracy of always answering the
 # training split's most frequent class) removes the class balance from the target:
 
@@ -426,6 +426,30 @@ if axes[0].get_legend() is not None:
     axes[0].legend(fontsize=7, loc="lower right", title=None)
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# The per-task pairs behind these correlations (theorem-consistent NTPS at the configuration each
+# rule chose against held-out accuracy, with every probe score at that layer) are saved for the
+# chapter that sets the companion's results beside the paper's (`ntps.results`).
+
+# %%
+from ntps import results  # noqa: E402
+
+records = []
+for model_name, chosen_here in chosen_by_model.items():
+    for rule, sel in chosen_here.get(("ntps:theorem", "test_accuracy"), {}).items():
+        pairs = sel.pairs.drop(columns=["test_accuracy"]).rename(columns={"dataset": "task"})
+        pairs = pairs.merge(probe_tables[model_name], on=["task", "layer"])
+        records += [{"model": model_name, "task": row.task, "rule": rule, "variant": "theorem",
+                     "selected_on": "test_accuracy", "layer": int(row.layer), "k_fraction": float(row.k_fraction),
+                     "ntps": float(row.ntps), "train_accuracy": float(row.train_accuracy),
+                     "test_accuracy": float(row.test_accuracy), "train_mse": float(row.train_mse),
+                     "test_mse": float(row.test_mse), "test_gain": float(row.test_gain)}
+                    for row in pairs.itertuples()]
+saved = results.save_table("correlation", records, profile=results_profile, meta={
+    "selected_on": "test_accuracy", "variant": "theorem", "tasks": task_names, "max_length": max_length,
+    "mse_ridge": mse_ridge, "probe_C": probe_C, "n_k": n_k, "ntps_version": ntps.__version__})
+print(f"saved {len(records)} records as 'correlation' ({results_profile})")
 
 # %% [markdown]
 # ### What the search alone would find
@@ -568,6 +592,14 @@ pd.DataFrame({"largest spread under perturbation": spread.groupby(["variant"]).m
               "median spread": spread.groupby(["variant"]).median()}).T
 
 # %% [markdown]
+# How to read the spread: a basis of a degenerate eigenspace is arbitrary, but when that eigenspace
+# has hundreds of dimensions, most bases give nearly the same overlap with a fixed subspace
+# (concentration of measure), so the perturbations can move the released score only a little on
+# real moments while the basis itself is still not determined by the data. The difference between
+# float32 and float64 runs of the same algorithm is a second, separate dependence on something
+# other than the moments.
+
+# %% [markdown]
 # ## Control: the same architecture with random weights
 #
 # A randomly initialised transformer still carries which tokens a text contains, so linear probes
@@ -589,8 +621,8 @@ if control and control_names:
                 feature_stride=feature_layer_stride)
     control_train = {t: experiments.task_statistics(main_model, t, "train", max_examples=max_examples_train, **ctrl)
                      for t in control_names}
-    control_test = {t: experiments.task_statistics(main_model, t, "test", max_examples=max_examples_test, **ctrl)
-                    for t in control_names}
+    control_test = {t: experiments.task_statistics(main_model, t, "test", max_examples=max_examples_test,
+                                                   **ctrl)._replace(moments=None) for t in control_names}
     random_source.release()
     for split, store in (("train", control_train), ("test", control_test)):
         extraction = pd.concat([extraction, pd.DataFrame([{
@@ -711,8 +743,15 @@ lines.append(
     f"- **How precise {len(task_names)} tasks are.** The {pct} intervals of the first table are {widths.median():.2f} "
     f"wide (median, on a scale from -1 to 1); in simulation at n = {len(task_names)}, intervals built the same way "
     f"are {coverage.loc['spearman', 'mean_width']:.2f} wide on average and cover a true Spearman correlation "
-    f"{coverage.loc['spearman', 'coverage']:.0%} of the time. A correlation is supported here only where its "
-    "interval under held-out selection excludes 0; the tables mark none as established otherwise.")
+    f"{coverage.loc['spearman', 'coverage']:.0%} of the time. A correlation is taken as supported here only where "
+    "its interval under held-out selection excludes 0.")
+for target, what in (("test_accuracy", "held-out accuracy"), ("test_gain", "the gain over the majority class")):
+    held = correlation[(correlation.model == main_model) & (correlation.target == target)
+                       & (correlation.rule == "leave-one-dataset-out")]
+    supported = [f"{r['score'].replace('ntps:', 'NTPS ')} {interval(r)}" for _, r in held.iterrows()
+                 if np.isfinite(r["estimate"]) and (r["low"] > 0 or r["high"] < 0)]
+    lines.append(f"    - against {what}, the intervals that exclude 0 under held-out selection: "
+                 + ("; ".join(supported) if supported else "none") + ".")
 base_out = get("majority_share", "leave-one-dataset-out")
 gain_theorem, gain_spectral = (get(f"ntps:{v}", "leave-one-dataset-out", "test_gain") for v in ("theorem", "spectral"))
 if base_out is not None and gain_theorem is not None:
@@ -776,11 +815,15 @@ display(Markdown("\n".join(lines)))
 # * The text caps, the feature-layer stride and the released variant's layer stride of that profile
 #   keep the features of the 7-8B models in memory and on disk; lift them for a full run.
 #
-# For reference, the paper's Figure 2 reports in-sample Spearman correlations of 0.69, 0.64, 0.82,
-# 0.57, 0.52, 0.73, 0.66 and 0.72 for the eight models in that order, with (layer, k) chosen per
-# model on the same twelve datasets.
+# For reference, the in-sample Spearman correlations printed in the paper's Figure 2 (`ntps.paper`),
+# each with (layer, k) chosen per model on the same twelve datasets; the paper chapter recomputes
+# them from the released data and sets this chapter's results beside them.
 
 # %%
+from ntps import paper  # noqa: E402
+
+display(pd.Series({paper.MODEL_LABELS[m]: v for m, v in paper.PRINTED_SPEARMAN["2-acc"].items()},
+                  name="printed Spearman, Fig. 2 (accuracy)").to_frame().T)
 if len(models) > 1:
     per_model = correlation[(correlation.target == "test_accuracy") & (correlation.score == "ntps:theorem")].copy()
     per_model["Spearman [CI]"] = per_model.apply(interval, axis=1)
