@@ -184,10 +184,13 @@ def correlations(x, y, *, methods: Sequence[str] = METHODS, n_boot: int = 2000, 
     confidence : the interval's nominal coverage (percentiles ``(1 -+ confidence)/2``).
     seed : of ``numpy.random.default_rng``; the result is deterministic.
 
-    Returns a DataFrame indexed by method with ``estimate`` and ``p_value`` (``scipy.stats``: the
-    t/normal approximations of spearmanr, kendalltau and pearsonr), ``low``, ``high``, ``n`` and
-    ``n_boot_valid`` (resamples where the coefficient is defined: a resample made of one repeated
-    pair, or with constant x or y, has none and is dropped).
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by method, with ``estimate`` and ``p_value`` (``scipy.stats``: the t/normal
+        approximations of spearmanr, kendalltau and pearsonr), ``low``, ``high``, ``n`` and
+        ``n_boot_valid`` (resamples where the coefficient is defined: a resample made of one
+        repeated pair, or with constant x or y, has none and is dropped).
     """
     x, y = _pair(x, y)
     if not 0.0 < confidence < 1.0:

@@ -147,11 +147,12 @@ class ModelSource:
 class TaskStatistics(NamedTuple):
     """What one forward pass over one split of one task gives.
 
-    moments: ``ntps.moments.Moments`` of every extracted layer (sums over the N texts);
-    features: float32 array (N, L_f, d), mean-pooled features of the layers ``info["feature_layers"]``
-        in the order of the texts; labels: int64 (N,); info: settings, counts, classes and the
-        seconds the pass took (``extract_seconds``) when it was computed (``cached`` says whether
-        this call read it from the cache).
+    - ``moments``: the ``ntps.moments.Moments`` of every extracted layer (sums over the N texts);
+    - ``features``: (N, L_f, d) float32, mean-pooled features of the layers
+      ``info["feature_layers"]``, in the order of the texts;
+    - ``labels``: (N,) int64;
+    - ``info``: settings, counts, classes and the seconds the pass took (``extract_seconds``) when
+      it was computed (``cached`` says whether this call read it from the cache).
     """
 
     moments: Moments
@@ -225,24 +226,39 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
 
     Parameters
     ----------
-    model_name : what ``ntps.models.load`` accepts (offline name, tiny test model, folder, hub id);
-        the name (with ``revision``) identifies the model in the cache key, so a local folder whose
-        weights change needs ``refresh=True``.
-    task, split : a dataset of ``ntps.data`` ("rt_sentiment", "sst2", ...) and "train" or "test".
-    model : ``None`` (load on a cache miss), an already loaded ``(model, tokenizer)`` pair, or a
+    model_name : str
+        What ``ntps.models.load`` accepts (offline name, tiny test model, folder, hub id); the name
+        (with ``revision``) identifies the model in the cache key, so a local folder whose weights
+        change needs ``refresh=True``.
+    task, split : str
+        A dataset of ``ntps.data`` ("rt_sentiment", "sst2", ...) and "train" or "test".
+    model
+        ``None`` (load on a cache miss), an already loaded ``(model, tokenizer)`` pair, or a
         :class:`ModelSource` (loads once, shared across calls). It must match ``model_name``,
         ``init`` and ``seed``: they, not the object, make the cache key.
-    max_length : truncate texts to this many tokens. max_examples, data_seed, data_root : passed to
-        ``ntps.data.load`` (None = the task's default cap).
-    batch_size, device : how the pass runs (not part of the key).
-    dtype, revision, trust_remote_code : how the model loads (dtype and revision are in the key).
-    init, seed : "pretrained", or "random" for the random-initialisation control with this seed.
-    layers : hidden-state indices for the moments (default all). feature_layers : the subset of
-        ``layers`` whose features are kept (default all); feature_stride : keep only every n-th of
-        those (big models on many texts: the features are N x L x d float32).
-    refresh : recompute even when cached.
+    max_length : int or None
+        Truncate texts to this many tokens.
+    max_examples, data_seed, data_root
+        Passed to ``ntps.data.load`` (None = the task's default cap).
+    batch_size, device
+        How the pass runs (not part of the key).
+    dtype, revision, trust_remote_code
+        How the model loads (dtype and revision are in the key).
+    init, seed
+        "pretrained", or "random" for the random-initialisation control with this seed.
+    layers : list of int, optional
+        Hidden-state indices for the moments (default all).
+    feature_layers : list of int, optional
+        The subset of ``layers`` whose features are kept (default all).
+    feature_stride : int
+        Keep only every n-th of those (big models on many texts: the features are N x L x d float32).
+    refresh : bool
+        Recompute even when cached.
 
-    Returns :class:`TaskStatistics` (moments, features (N, L_f, d) float32, labels (N,), info).
+    Returns
+    -------
+    TaskStatistics
+        Moments, features (N, L_f, d) float32, labels (N,), info.
     """
     from . import data
 
@@ -358,17 +374,27 @@ def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[
                backend: str = "numpy", device=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """NTPS of every task, layer, variant and k, as one long table, with the time each took.
 
-    moments_by_task : task -> ``Moments`` (from the train split).
-    k_fractions : the autoregressive rank as a fraction of the width d: ``k_v = round(f d)``
-        clipped to [1, d_eff] (d_eff = rank of c0); the column ``k`` records the k_v used.
-    variants : any of "theorem" (``ntps.score.ntps_grid``, k_u = rank of M), "spectral"
+    Parameters
+    ----------
+    moments_by_task : dict
+        Task -> ``Moments`` (from the train split).
+    k_fractions : list of float
+        The autoregressive rank as a fraction of the width d: ``k_v = round(f d)`` clipped to
+        [1, d_eff] (d_eff = rank of c0); the column ``k`` records the k_v used.
+    variants : list of str
+        Any of "theorem" (``ntps.score.ntps_grid``, k_u = rank of M), "spectral"
         (``ntps_spectral_grid``) and "reference" (``ntps_reference_sweep``, the released code in
-        float32, at ``reference_fractions``, default ``k_fractions``; its own k is int(f * rank) for
-        U and V, so ``k`` is NaN there). Theorem and spectral come from one decomposition per layer.
-    reference_layers : the layers for the reference variant (default all; it costs more).
-    backend, device : where the theorem/spectral decompositions run (``"torch"`` and ``"cuda"`` for
-        wide models on a GPU; see ``ntps.score.ntps_grid``). The reference variant runs in NumPy.
+        float32, at ``reference_fractions``, default ``k_fractions``; its own k is int(f * rank)
+        for U and V, so ``k`` is NaN there). Theorem and spectral come from one decomposition per
+        layer.
+    reference_layers : list of int, optional
+        The layers for the reference variant (default all; it costs more).
+    backend, device
+        Where the theorem/spectral decompositions run (``"torch"`` and ``"cuda"`` for wide models
+        on a GPU; see ``ntps.score.ntps_grid``). The reference variant runs in NumPy.
 
+    Notes
+    -----
     Returns ``(table, timings)``: table columns task, layer, variant, k_fraction, k, ntps;
     timings one row per (task, variant) with ``seconds`` and ``layers``.
     """
@@ -561,15 +587,25 @@ def correlation_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFr
                       ) -> tuple[pd.DataFrame, dict]:
     """Every score against every probe target across tasks, under the three selection rules.
 
-    ntps : :func:`ntps_table` output (task, layer, variant, k_fraction, ntps); each variant is one
+    Parameters
+    ----------
+    ntps : pandas.DataFrame
+        :func:`ntps_table` output (task, layer, variant, k_fraction, ntps); each variant is one
         score whose configuration is (layer, k_fraction).
-    probes : :func:`probe_table` output (task, layer and the target columns).
-    peers : :func:`peer_table` output or None; each metric is one score, configuration (layer,).
-    baselines : :func:`task_baselines` output or None; scored like the peers (family "baseline").
-    targets : target column -> whether high is good (``higher_is_better`` of the selection).
-    fixed_layer, fixed_k_fraction : the configuration fixed in advance (the nearest available layer
-        and fraction of each score are used, e.g. for a variant computed on fewer layers).
+    probes : pandas.DataFrame
+        :func:`probe_table` output (task, layer and the target columns).
+    peers : pandas.DataFrame or None
+        :func:`peer_table` output; each metric is one score, configuration (layer,).
+    baselines : pandas.DataFrame or None
+        :func:`task_baselines` output; scored like the peers (family "baseline").
+    targets : dict
+        Target column -> whether high is good (``higher_is_better`` of the selection).
+    fixed_layer, fixed_k_fraction
+        The configuration fixed in advance (the nearest available layer and fraction of each score
+        are used, e.g. for a variant computed on fewer layers).
 
+    Notes
+    -----
     Each (score, target) pair goes through ``ntps.evaluate.compare_selections`` (in-sample,
     leave-one-dataset-out, fixed), with bootstrap intervals over tasks. A pair whose target is
     constant across tasks (e.g. in-sample accuracy 1.0 everywhere when N < d) has no correlation:

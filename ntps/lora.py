@@ -429,28 +429,45 @@ def train_lora(model, tokenizer, texts: Sequence[str], labels, *, steps: int, nu
 
     Parameters
     ----------
-    model, tokenizer : a causal LM and its tokenizer (``ntps.models.load``). Not modified: the
-        adapters go into a deep copy.
-    texts, labels : N training texts and integer labels in ``0..num_classes-1`` (default max + 1).
-    steps : optimiser updates (the budget); batch_size : texts per update, drawn in seeded epochs
-        (:func:`batch_order`); group_by_length : batches of texts of similar length (less padding).
-    lr, optimizer, weight_decay : base learning rate (the head's is ``head_lr_scale * lr``);
-        ``"adamw"`` (``torch.optim.AdamW``) or ``"adafactor"`` (``transformers`` Adafactor with
+    model, tokenizer
+        A causal LM and its tokenizer (``ntps.models.load``). Not modified: the adapters go into a
+        deep copy.
+    texts, labels
+        N training texts and integer labels in ``0..num_classes-1`` (``num_classes`` defaults to
+        the largest label + 1).
+    steps : int
+        Optimiser updates (the budget).
+    batch_size : int
+        Texts per update, drawn in seeded epochs (:func:`batch_order`).
+    group_by_length : bool
+        Batches of texts of similar length (less padding).
+    lr, optimizer, weight_decay
+        The base learning rate (the head's is ``head_lr_scale * lr``); ``"adamw"``
+        (``torch.optim.AdamW``) or ``"adafactor"`` (``transformers`` Adafactor with
         ``scale_parameter=False, relative_step=False, warmup_init=False``, the paper's optimiser).
-    schedule, warmup_ratio : :func:`lr_factor` with ``ceil(warmup_ratio * steps)`` warm-up updates.
-    max_grad_norm : clip the gradient's global norm (None: no clipping).
-    rank, alpha, dropout, target_modules : the LoRA adapters (``peft.LoraConfig(r, lora_alpha,
-        lora_dropout)``) on the modules :func:`find_attention_modules` returns.
-    max_length : truncate texts to this many tokens (special tokens included).
-    seed : decides the adapter and head initialisation, the batch order and dropout. The caller's
+    schedule, warmup_ratio
+        :func:`lr_factor`, with ``ceil(warmup_ratio * steps)`` warm-up updates.
+    max_grad_norm : float or None
+        Clip the gradient's global norm (None: no clipping).
+    rank, alpha, dropout, target_modules
+        The LoRA adapters (``peft.LoraConfig(r, lora_alpha, lora_dropout)``) on the modules
+        :func:`find_attention_modules` returns.
+    max_length : int or None
+        Truncate texts to this many tokens (special tokens included).
+    seed : int
+        Decides the adapter and head initialisation, the batch order and dropout. The caller's
         torch random state is left as it was.
-    head_init : None (``nn.Linear``'s own seeded initialisation) or ``(weight (C, d), bias (C,))``
-        to start the head from, e.g. a linear probe's.
-    checkpoint : a folder; the adapters, head, optimiser state, step, losses and random states are
-        saved there every ``checkpoint_every`` updates and at the end. A rerun with the same inputs
+    head_init
+        None (``nn.Linear``'s own seeded initialisation) or ``(weight (C, d), bias (C,))`` to
+        start the head from, e.g. a linear probe's.
+    checkpoint : path or None
+        A folder; the adapters, head, optimiser state, step, losses and random states are saved
+        there every ``checkpoint_every`` updates and at the end. A rerun with the same inputs
         resumes from it, and returns at once when the run had finished.
-    progress : show a progress bar. callback : ``callback(step, loss)`` after every update (after
-        its checkpoint), e.g. to stop a run.
+    progress : bool
+        Show a progress bar.
+    callback
+        ``callback(step, loss)`` after every update (after its checkpoint), e.g. to stop a run.
     """
     import peft
 
@@ -716,11 +733,19 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     root=data_root)``, the same that ``ntps.experiments.task_statistics`` uses with the same
     arguments, so NTPS before and after LoRA and the probe are computed on identical texts.
 
-    model : None (load on a cache miss), a ``(model, tokenizer)`` pair, or an
+    Parameters
+    ----------
+    model
+        None (load on a cache miss), a ``(model, tokenizer)`` pair, or an
         ``ntps.experiments.ModelSource``: on a full cache hit the model is never loaded.
-    after_layers : hidden-state indices of the moments after LoRA (default all; ``[]``: none).
-    train_kwargs : passed to :func:`train_lora` (steps is required; rank, alpha, lr, ...); the
-        checkpoint lives in the cache folder, so an interrupted run resumes.
+    after_layers : list of int, optional
+        Hidden-state indices of the moments after LoRA (default all; ``[]``: none).
+    train_kwargs
+        Passed to :func:`train_lora` (steps is required; rank, alpha, lr, ..., checkpoint_every);
+        the checkpoint lives in the cache folder, so an interrupted run resumes.
+
+    Notes
+    -----
 
     The cache key holds the model name, revision, dtype, task, caps, data seed, a hash of the texts
     and labels, ``max_length``, every training setting, the layers and ``ntps.__version__``.
@@ -748,7 +773,9 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
         "max_examples_train": max_examples_train, "max_examples_test": max_examples_test, "data_seed": int(data_seed),
         "train_data": _fingerprint(train.texts, train.labels, {}),
         "test_data": _fingerprint(test.texts, test.labels, {}),
-        "max_length": max_length, "train": {k: train_kwargs[k] for k in sorted(train_kwargs)}, "after_layers": layers,
+        "max_length": max_length, "after_layers": layers,
+        # how often to checkpoint does not change the result
+        "train": {k: train_kwargs[k] for k in sorted(train_kwargs) if k not in ("checkpoint_every", "callback")},
         "ntps_version": __version__,
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

@@ -208,14 +208,20 @@ def logme_class_evidence(features, target, *, tol: float = 1e-10, max_iter: int 
 
     Parameters
     ----------
-    features : (N, D) array F. target : (N,) real target t (a one-hot column for LogME).
+    features : (N, D) array
+        The features F.
+    target : (N,) array
+        The real target t (a one-hot column for LogME).
 
-    Returns ``(evidence, alpha, beta, fixed_point)``: the log evidence :func:`log_evidence` (not
-    divided by N) at its maximum over (alpha, beta). The maximum is found by LogME's fixed point
-    (MacKay's updates, run to convergence); when those run off to a boundary (this happens for
-    N <= D when the features fit the target exactly, so the supremum is approached as
-    beta -> infinity), by a direct 1-D search over alpha/beta of the scale-profiled evidence
-    (``fixed_point`` is then False).
+    Returns
+    -------
+    tuple
+        ``(evidence, alpha, beta, fixed_point)``: the log evidence :func:`log_evidence` (not
+        divided by N) at its maximum over (alpha, beta). The maximum is found by LogME's fixed point
+        (MacKay's updates, run to convergence); when those run off to a boundary (this happens for
+        N <= D when the features fit the target exactly, so the supremum is approached as
+        beta -> infinity), by a direct 1-D search over alpha/beta of the scale-profiled evidence
+        (``fixed_point`` is then False).
     """
     f = _check_features(features)
     t = np.array(target, dtype=np.float64, copy=True).reshape(-1)
@@ -243,11 +249,17 @@ def logme(features, labels, *, num_classes: int | None = None, tol: float = 1e-1
 
     Parameters
     ----------
-    features : (N, D) features F, used as given (no centring, no scaling, as in the paper: LogME
-        is invariant to a global scale of F, not to a shift).
-    labels : (N,) integer classes in ``0..C-1``. num_classes : C (default ``max(labels) + 1``; a
-        class with no example would have an all-zero target and is rejected).
+    features : (N, D) array
+        The features F, used as given (no centring, no scaling, as in the paper: LogME is
+        invariant to a global scale of F, not to a shift).
+    labels : (N,) array of int
+        Classes in ``0..C-1``.
+    num_classes : int, optional
+        C (default ``max(labels) + 1``; a class with no example would have an all-zero target and
+        is rejected).
 
+    Notes
+    -----
     N < D: the thin SVD has at most k = min(N, D) nonzero singular values while
     ``A = alpha I + beta F^T F`` is D x D; its D - k further eigenvalues equal alpha and contribute
     ``(D - k) log alpha`` to ``log det A``. The widely used reference implementation (thuml/LogME,

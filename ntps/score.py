@@ -297,6 +297,8 @@ def ntps_of_encoder(sxx, sxy, V, k_u: int | None = None, *, rtol: float | None =
     sxx : (d, d) Sigma.   sxy : (d, C).   V : (d, k) encoder (any k >= 1, any scaling).
     k_u : number of singular directions of M in Q, in [1, r]; defaults to r = rank(M).
 
+    Notes
+    -----
     ``Pi_V`` projects onto ``col(Sigma^{1/2} V)``; Q holds the top-k_u left singular vectors of
     ``M = Sigma^{-1/2} sxy``. The value lies in [0, 1].
     """
