@@ -62,6 +62,7 @@ steps = 48  # optimiser updates per task (the training budget)
 train_batch_size = 8
 group_by_length = True  # batches of similar length: less padding, same texts per window
 max_grad_norm = 1.0
+checkpoint_every = 16  # updates between checkpoints (an interrupted run resumes from the last one)
 seed = 0
 # NTPS and the statistics
 n_k = 19  # k grid: k_v is round(f d) for f in 1/(n_k+1), ..., n_k/(n_k+1)
@@ -109,7 +110,7 @@ pct = f"{confidence:.0%}"
 lora_settings = dict(steps=steps, batch_size=train_batch_size, lr=learning_rate, rank=lora_rank, alpha=lora_alpha,
                      dropout=lora_dropout, target_modules=target_modules, optimizer=optimizer, schedule=schedule,
                      warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, group_by_length=group_by_length,
-                     seed=seed)
+                     checkpoint_every=checkpoint_every, seed=seed)
 
 
 def interval(row):
@@ -181,6 +182,7 @@ train = {t: experiments.task_statistics(model_name, t, "train", max_examples=max
          for t in task_names}
 test = {t: experiments.task_statistics(model_name, t, "test", max_examples=max_examples_test, **common)
         for t in task_names}
+test = {t: s._replace(moments=None) for t, s in test.items()}  # only the features of the test split are needed
 first = train[task_names[0]].moments
 depth, width, last_layer = first.num_layers, first.hidden_size, first.layers[-1]
 fixed_layer = int(round(fixed_layer_fraction * (depth - 1)))
@@ -209,6 +211,8 @@ for task in task_names:
     began = time.perf_counter()
     ntps_grid(**train[task].moments.layer(fixed_layer))
     score_seconds[task] = time.perf_counter() - began
+train = {t: s._replace(moments=None) for t, s in train.items()}  # the scores are computed: free the moments
+del first
 extraction = pd.DataFrame([{"task": t, "split": split, "texts": s.info["n_texts"], "tokens": s.info["n_tokens"],
                             "seconds": s.info["extract_seconds"], "cached": s.info["cached"]}
                            for split, store in (("train", train), ("test", test)) for t, s in store.items()])
@@ -230,13 +234,17 @@ extraction.pivot(index="task", columns="split", values=["texts", "tokens", "seco
 # back in milliseconds; the seconds reported are those measured when it ran.
 
 # %%
-runs = {}
+runs, after_tables, after_timings = {}, [], []
 for task in task_names:
-    runs[task] = lora.fine_tune_task(model_name, task, model=source, max_length=max_length,
-                                     max_examples_train=max_examples_train, max_examples_test=max_examples_test,
-                                     data_root=data_root, dtype=dtype, device=device,
-                                     trust_remote_code=trust_remote_code, batch_size_eval=batch_size,
-                                     **lora_settings)
+    run = lora.fine_tune_task(model_name, task, model=source, max_length=max_length,
+                              max_examples_train=max_examples_train, max_examples_test=max_examples_test,
+                              data_root=data_root, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                              batch_size_eval=batch_size, **lora_settings)
+    # NTPS of every layer and k after LoRA, from the merged model's moments (used further below)
+    table, timing = experiments.ntps_table({task: run.after}, k_fractions=k_fractions, variants=("theorem", "spectral"))
+    after_tables.append(table)
+    after_timings.append(timing)
+    runs[task] = run._replace(after=None)  # keep the scores, free the moments
 source.release()
 info = runs[task_names[0]].info
 print(f"adapted modules: {info['target_modules']}; trainable parameters (adapters + head): "
@@ -313,6 +321,10 @@ print(f"gains from {outcome['gain'].min():+.3f} to {outcome['gain'].max():+.3f};
 #   chose its configuration (optimistic by construction);
 # * **leave-one-task-out**: each task is scored at the configuration chosen on the others.
 #
+# The released variant's value is not a function of the moments alone (its basis is picked by
+# round-off, see the correlation chapter): it can differ between two machines, or two BLAS thread
+# counts, on the same data.
+#
 # The intervals are percentile bootstrap intervals over tasks (`ntps.evaluate.correlations`). With
 # the four tasks of the CPU page, Spearman's coefficient can take only eleven values, a resample of
 # four tasks usually repeats one, and no interval can be narrow: **any correlation on the CPU page
@@ -364,15 +376,20 @@ plt.show()
 # ### How much the choice of (layer, k) matters
 #
 # The same correlation at every layer and k (theorem-consistent NTPS): the map the in-sample rule
-# searches. The fixed configuration is boxed. Where the sign flips from one cell to the next, the
-# value read at any single cell is mostly chance.
+# searches. The fixed configuration is boxed. The cells are not independent tests: wherever NTPS
+# orders the tasks the same way, they repeat one comparison of the same few points, so a map of one
+# colour says that the order of the tasks by NTPS hardly depends on (layer, k), not that the
+# correlation is established. Where the sign flips from one cell to the next, the value read at any
+# single cell is mostly chance.
 
 # %%
 theorem = before[before.variant == "theorem"].merge(minus_gain, on=["task", "layer"]).rename(
     columns={"task": "dataset"})
 grid = evaluate.config_correlations(theorem, score="ntps", target="minus_gain", config=["layer", "k_fraction"])
 heat = grid["correlation"].unstack("k_fraction")
-fig, ax = plt.subplots(figsize=(10, max(3.0, 0.17 * len(heat) + 1.2)))
+undefined = [f for f in heat.columns if heat[f].isna().all()]
+heat = heat.drop(columns=undefined)
+fig, ax = plt.subplots(figsize=(1.0 + 0.55 * heat.shape[1] + 1.5, max(3.0, 0.2 * len(heat) + 1.4)))
 sns.heatmap(heat, cmap="RdBu_r", vmin=-1, vmax=1, center=0, ax=ax, cbar_kws={"label": "Spearman(NTPS, -gain)"},
             xticklabels=[f"{f:.2f}" for f in heat.columns])
 row_pos = list(heat.index).index(fixed_layer)
@@ -385,6 +402,13 @@ ax.set(title=f"theorem-consistent NTPS against minus the gain, every (layer, k),
 fig.tight_layout()
 plt.show()
 values = grid["correlation"].dropna()
+if undefined:  # NTPS takes one value for every task there: no correlation is defined
+    flat = before[(before.variant == "theorem") & before.k_fraction.isin(undefined)]["ntps"]
+    n_train_min = min(stats.info["n_texts"] for stats in train.values())
+    why = (f"; the {n_train_min} training texts span at most {n_train_min} of the {width} dimensions, and V then "
+           "covers their whole span") if n_train_min < width else ""
+    print(f"k / d >= {min(undefined):.2f} left out: there NTPS lies in [{flat.min():.6f}, {flat.max():.6f}] on every "
+          f"task and layer{why}")
 share_positive, share_negative = float(np.mean(values > 0)), float(np.mean(values < 0))
 at_last = grid["correlation"].get((last_layer, fixed_k), np.nan)
 print(f"over {len(values)} configurations with a defined correlation: {share_positive:.0%} positive, "
@@ -396,46 +420,64 @@ print(f"over {len(values)} configurations with a defined correlation: {share_pos
 #
 # The abstract says NTPS increases after LoRA fine-tuning. The moments of the merged model on the
 # same training texts give NTPS of every layer again; the adapters change only the attention's
-# query, key and value maps, yet every later layer moves with them. Below, the theorem-consistent
-# NTPS at k = half the width along the depth, before and after, one panel per task (the
-# spectral variant is dashed).
+# query, key and value maps, yet every later layer moves with them. Below, one column per task:
+# the theorem-consistent NTPS along the depth before (solid) and after (dashed) fine-tuning, at a
+# small k and at the fixed k of half the width (top, on a zoomed scale), and the change, after minus
+# before (bottom).
 
 # %%
-after, after_timing = experiments.ntps_table({t: r.after for t, r in runs.items()}, k_fractions=k_fractions,
-                                             variants=("theorem", "spectral"))
+after = pd.concat(after_tables, ignore_index=True)
 both = pd.concat([before[before.variant != "reference"].assign(model="before LoRA"), after.assign(model="after LoRA")],
                  ignore_index=True)
 at_k = both[np.isclose(both.k_fraction, fixed_k)]
+small_k = float(experiments.nearest(k_fractions, 0.1))
+shown_k = sorted({small_k, fixed_k})
+theorem_both = both[(both.variant == "theorem") & both.k_fraction.apply(lambda f: bool(np.isclose(f, shown_k).any()))]
 columns = min(4, len(task_names))
-rows_needed = int(np.ceil(len(task_names) / columns))
-fig, axes = plt.subplots(rows_needed, columns, figsize=(4.2 * columns, 3.3 * rows_needed), squeeze=False,
-                         sharex=True, sharey=True)
-colours = {"before LoRA": "C0", "after LoRA": "C3"}
-for ax, task in zip(axes.ravel(), task_names):
-    for (model, variant), part in at_k[at_k.task == task].groupby(["model", "variant"]):
-        ax.plot(part.layer, part.ntps, color=colours[model], ls="-" if variant == "theorem" else "--",
-                lw=1.8 if variant == "theorem" else 1.1, label=f"{model}, {variant}")
-    ax.axvline(fixed_layer, color="0.6", lw=0.8, ls=":")
-    ax.set(title=task, xlabel="layer", ylabel=f"NTPS (k = {fixed_k:.2f} d)", ylim=(0, 1.02))
-for ax in axes.ravel()[len(task_names):]:
-    ax.axis("off")
-handles, labels = axes.ravel()[0].get_legend_handles_labels()
+groups = [task_names[i:i + columns] for i in range(0, len(task_names), columns)]
+fig, axes = plt.subplots(2 * len(groups), columns, figsize=(4.2 * columns, 5.6 * len(groups)), squeeze=False,
+                         sharex=True)
+k_colours = dict(zip(shown_k, ["C2", "C0"]))
+for g, group in enumerate(groups):
+    for j in range(columns):
+        top, bottom = axes[2 * g, j], axes[2 * g + 1, j]
+        if j >= len(group):
+            top.axis("off")
+            bottom.axis("off")
+            continue
+        task = group[j]
+        for f in shown_k:
+            part = theorem_both[(theorem_both.task == task) & np.isclose(theorem_both.k_fraction, f)]
+            wide = part.pivot_table(index="layer", columns="model", values="ntps")
+            top.plot(wide.index, wide["before LoRA"], color=k_colours[f], lw=1.8, label=f"before, k = {f:.2f} d")
+            top.plot(wide.index, wide["after LoRA"], color=k_colours[f], lw=1.4, ls="--", label=f"after, k = {f:.2f} d")
+            bottom.plot(wide.index, wide["after LoRA"] - wide["before LoRA"], color=k_colours[f], lw=1.6,
+                        label=f"k = {f:.2f} d")
+        bottom.axhline(0, color="k", lw=0.8)
+        for ax in (top, bottom):
+            ax.axvline(fixed_layer, color="0.6", lw=0.8, ls=":")
+        top.set(title=task, ylabel="NTPS (theorem)" if j == 0 else "")
+        bottom.set(xlabel="layer", ylabel="after - before" if j == 0 else "")
+handles, labels = axes[0, 0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, bbox_to_anchor=(0.5, -0.01))
-fig.suptitle("NTPS before and after LoRA, along the depth (dotted: the fixed layer)")
-fig.tight_layout(rect=(0, 0.06, 1, 1))
+fig.suptitle("NTPS before and after LoRA along the depth (dotted: the fixed layer)")
+fig.tight_layout(rect=(0, 0.05, 1, 1))
 plt.show()
 
 # %%
-theorem_k = at_k[at_k.variant == "theorem"].pivot_table(index=["task", "layer"], columns="model", values="ntps")
-theorem_k["change"] = theorem_k["after LoRA"] - theorem_k["before LoRA"]
-change = pd.DataFrame({
-    f"before, layer {fixed_layer}": theorem_k.xs(fixed_layer, level="layer")["before LoRA"],
-    f"after, layer {fixed_layer}": theorem_k.xs(fixed_layer, level="layer")["after LoRA"],
-    f"change, layer {fixed_layer}": theorem_k.xs(fixed_layer, level="layer")["change"],
-    f"change, layer {last_layer}": theorem_k.xs(last_layer, level="layer")["change"],
-    "change, mean over layers": theorem_k.groupby("task")["change"].mean(),
-    "layers where it rises": theorem_k.groupby("task")["change"].apply(lambda c: f"{int((c > 0).sum())} / {len(c)}"),
-}).reindex(task_names)
+pieces = {}
+for f in shown_k:
+    wide = theorem_both[np.isclose(theorem_both.k_fraction, f)].pivot_table(index=["task", "layer"], columns="model",
+                                                                            values="ntps")
+    delta = wide["after LoRA"] - wide["before LoRA"]
+    pieces[f"k = {f:.2f} d"] = pd.DataFrame({
+        f"before, layer {fixed_layer}": wide["before LoRA"].xs(fixed_layer, level="layer"),
+        f"after, layer {fixed_layer}": wide["after LoRA"].xs(fixed_layer, level="layer"),
+        f"change, layer {last_layer}": delta.xs(last_layer, level="layer"),
+        "mean change over layers": delta.groupby("task").mean(),
+        "share of layers where it rises": delta.groupby("task").apply(lambda c: float((c > 0).mean())),
+    })
+change = pd.concat(pieces, axis=1).reindex(task_names)
 change
 
 # %% [markdown]
@@ -478,7 +520,7 @@ tokens_per_second = extraction["tokens"].sum() / extraction["seconds"].sum()
 cost.round(3)
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3.6))
+fig, ax = plt.subplots(figsize=(8, 4.2))
 stack = cost.drop(index="all tasks")[["NTPS total", "probe: forward (train + test)", "probe: logistic fit",
                                       "LoRA: training", "LoRA: test scoring"]]
 left = np.zeros(len(stack))
@@ -488,8 +530,8 @@ for colour, column in zip(["C0", "0.75", "0.55", "C3", "C1"], stack.columns):
 ax.invert_yaxis()
 ax.set(xlabel="seconds", title=f"What each step cost (prescreening ratio over all tasks: "
        f"{cost.loc['all tasks', 'prescreening ratio']:.2f})")
-ax.legend(fontsize=8, loc="lower right")
-fig.tight_layout()
+fig.legend(fontsize=8, loc="lower center", ncol=3)
+fig.tight_layout(rect=(0, 0.12, 1, 1))
 plt.show()
 print(f"one LoRA update of {train_batch_size} texts: {seconds_per_update:.2f} s; forward passes: "
       f"{tokens_per_second:.0f} tokens/s; the paper's budget (5000 updates of one text) would take at least "
@@ -505,12 +547,17 @@ fixed_rows = summary[summary.rule == "fixed"].set_index("score")
 t_fix = fixed_rows.loc["ntps:theorem"]
 t_in = summary[(summary.score == "ntps:theorem") & (summary.rule == "in-sample")].iloc[0]
 t_out = summary[(summary.score == "ntps:theorem") & (summary.rule == "leave-one-dataset-out")].iloc[0]
-rises = change[f"change, layer {fixed_layer}"]
+fixed_col, small_col = f"k = {fixed_k:.2f} d", f"k = {small_k:.2f} d"
+rises_fixed = change[(fixed_col, f"after, layer {fixed_layer}")] - change[(fixed_col, f"before, layer {fixed_layer}")]
+rises_small = change[(small_col, "mean change over layers")]
+rises_small_last = change[(small_col, f"change, layer {last_layer}")]
+small_before = theorem_both[np.isclose(theorem_both.k_fraction, small_k) & (theorem_both.model == "before LoRA")]
+small_range = (float(small_before["ntps"].min()), float(small_before["ntps"].max()))
 widths = (summary["high"] - summary["low"]).dropna()
 width_fixed = float((fixed_rows["high"] - fixed_rows["low"]).dropna().mean()) if fixed_rows["high"].notna().any() \
     else float("nan")
 width_median = float(widths.median()) if len(widths) else float("nan")
-spread_between_tasks = float(np.ptp(theorem_k.xs(fixed_layer, level="layer")["before LoRA"]))
+spread_between_tasks = float(np.ptp(change[(fixed_col, f"before, layer {fixed_layer}")]))
 forward_share = float(cost.loc["all tasks", "NTPS: forward + moments (train)"] / cost.loc["all tasks", "NTPS total"])
 lines = [
     f"- **The gains.** After {steps} updates, LoRA's test accuracy minus the last-layer probe's ranges from "
@@ -525,18 +572,25 @@ lines = [
                 if s != "ntps:theorem")
     + f". Chosen in-sample, the best configuration reaches {interval(t_in)}; chosen without the task it "
     f"scores, {interval(t_out)}. Over every (layer, k) the correlation is positive at {share_positive:.0%} of "
-    f"the configurations and negative at {share_negative:.0%}. "
+    f"the configurations and negative at {share_negative:.0%} ({values.nunique()} distinct values: the "
+    "configurations mostly repeat one ordering of the same tasks). "
     + (f"With {len(task_names)} tasks none of this is evidence either way: the intervals at the fixed "
        f"configuration span {width_fixed:.1f} of the 2 units of [-1, 1]." if n_tasks < 8 else
        f"The median interval is {width_median:.2f} wide; only an interval that excludes 0 under the fixed or "
        "held-out rule would be evidence."),
-    f"- **NTPS after LoRA.** At layer {fixed_layer} NTPS rises on {int((rises > 0).sum())} of {len(rises)} tasks "
-    f"(changes {rises.min():+.3f} to {rises.max():+.3f}); averaged over layers the change is "
-    f"{change['change, mean over layers'].min():+.3f} to {change['change, mean over layers'].max():+.3f}; for "
-    f"scale, NTPS at that layer differs between the tasks by up to {spread_between_tasks:.3f} before fine-tuning. "
-    f"A run of {steps} updates is a weak test of the abstract's claim either way.",
+    f"- **NTPS after LoRA.** At the fixed configuration (layer {fixed_layer}, k = {fixed_k:.2f} d) NTPS rises on "
+    f"{int((rises_fixed > 0).sum())} of {len(rises_fixed)} tasks (changes {rises_fixed.min():+.3f} to "
+    f"{rises_fixed.max():+.3f}; for scale, the tasks differ by up to {spread_between_tasks:.3f} there before "
+    f"fine-tuning). At k = {small_k:.2f} d, where NTPS before fine-tuning lies between {small_range[0]:.2f} and "
+    f"{small_range[1]:.2f} (further from its ceiling of 1), the change averaged over layers is "
+    f"positive on {int((rises_small > 0).sum())} of {len(rises_small)} tasks ({rises_small.min():+.3f} to "
+    f"{rises_small.max():+.3f}), and at the last layer, the one the head reads, {rises_small_last.min():+.3f} to "
+    f"{rises_small_last.max():+.3f}. "
+    + (f"That is the direction the abstract describes, after only {steps} updates; with {len(task_names)} tasks and "
+       "one seed it is an observation, not a test." if (rises_small > 0).all() else
+       f"The abstract's claim does not hold uniformly here; after only {steps} updates this is a weak test of it."),
     f"- **Cost.** NTPS took {cost.loc['all tasks', 'NTPS total']:.1f} s for {len(task_names)} tasks, "
-    f"{forward_share:.0%} of it the forward pass; the probe and the LoRA runs "
+    f"{forward_share:.1%} of it the forward pass; the probe and the LoRA runs "
     f"{cost.loc['all tasks', 'probe + LoRA total']:.1f} s: a "
     f"prescreening ratio of {cost.loc['all tasks', 'prescreening ratio']:.2f}. The ratio shrinks as the fine-tuning "
     f"budget grows: at the paper's 5000 updates a LoRA run would take at least "
@@ -557,7 +611,7 @@ for task in task_names:
               "lora_test_accuracy": float(outcome.loc[task, "LoRA accuracy"]),
               "linear_probe_test_accuracy": float(outcome.loc[task, "probe accuracy"]),
               "gain": float(outcome.loc[task, "gain"]),
-              "ntps_after": float(change.loc[task, f"after, layer {fixed_layer}"])}
+              "ntps_after": float(change.loc[task, (fixed_col, f"after, layer {fixed_layer}")])}
     for variant in ("spectral", "reference"):
         values = at_fixed.loc[at_fixed.variant == variant, "ntps"]
         record[f"ntps_{variant}"] = float(values.iloc[0]) if len(values) else None

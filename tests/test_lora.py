@@ -313,6 +313,8 @@ def test_fine_tune_task_caches_everything(tmp_path, monkeypatch, llama):
     assert again.test_accuracy == run.test_accuracy and np.array_equal(again.losses, run.losses)
     assert np.array_equal(again.after.sum_sh, run.after.sum_sh)
     assert again.info["train_seconds"] == run.info["train_seconds"]
+    how_often = lora.fine_tune_task("tiny-llama", "rt_sentiment", model=unloaded, checkpoint_every=1, **settings)
+    assert how_often.info["cached"]  # checkpointing more often does not change the result
     files = {p.suffix for p in tmp_path.joinpath("lora").rglob("*") if p.is_file()}
     assert files <= {".json", ".safetensors"}  # nothing pickled
     with pytest.raises(TypeError, match="needs steps"):
