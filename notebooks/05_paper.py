@@ -69,7 +69,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from IPython.display import display  # noqa: E402
+from IPython.display import Markdown, display  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ntps import paper  # noqa: E402
@@ -237,6 +237,15 @@ print(f"Accuracy panel: Spearman falls by up to {drop_acc.max():.2f} (median {dr
 # panels (`ntps.paper.companion_pairs`). The companion runs other models and other datasets (on the
 # CPU, the offline model and the offline suite), so the comparison is of the size and the stability
 # of the correlations, not of the numbers one by one.
+#
+# Two differences in method are kept visible. The correlation chapter chooses (layer, k) for
+# held-out probe accuracy under three rules (`in-sample` as the paper did, `leave-one-dataset-out`,
+# "LODO" in the plot, and `fixed` in advance) and uses that one configuration for both Figure 2
+# panels, where the paper chose one per panel. And the paper's Figure 2 scores each probe on its own
+# training texts; the companion's rows come twice, with that in-sample probe (`companion, in-sample
+# probe`) and with the probe scored on held-out texts (`companion, held-out probe`). When a task has
+# fewer training texts than the width, the in-sample probe is exact on every task, its accuracy is
+# the same 1.0 for all, and no correlation is defined ("undefined" below).
 
 # %%
 companion = []
@@ -248,7 +257,11 @@ for name, kind, chapter in (("correlation", "correlation", "the correlation chap
         print(f"No saved {name!r} results for profile {results_profile!r}: run {chapter} first "
               f"(`make book` runs the chapters in order). That part of the comparison is skipped.")
         continue
-    pairs = paper.companion_pairs(records, kind)
+    if kind == "correlation":
+        pairs = pd.concat([paper.companion_pairs(records, kind, probe=probe, source=f"companion, {what} probe")
+                           for probe, what in (("train", "in-sample"), ("test", "held-out"))], ignore_index=True)
+    else:
+        pairs = paper.companion_pairs(records, kind, source="companion, held-out gain")
     companion.append(pairs)
     print(f"{name!r} ({results_profile}): {len(records)} records, models {sorted(pairs['model'].unique())}, "
           f"selections {sorted(pairs['selection'].unique())}, panels {sorted(pairs['panel'].unique())}")
@@ -264,22 +277,50 @@ fig, axes = plt.subplots(1, len(panels), figsize=(14, 0.45 * side.groupby("panel
                          sharey=False)
 for ax, panel in zip(axes, panels):
     rows = side[side["panel"] == panel].reset_index(drop=True)
-    names = [m if s == "paper" else f"{m} [{sel}]" for m, s, sel in zip(rows["model"], rows["source"],
-                                                                       rows["selection"])]
-    colors = ["C0" if s == "paper" else "C3" for s in rows["source"]]
+    short = {"leave-one-dataset-out": "LODO", "in-sample": "in-sample", "fixed": "fixed"}
+    names = [m if s == "paper" else f"{m} · {short.get(sel, sel)} · {s.split(', ')[-1].replace(' probe', '')}"
+             for m, s, sel in zip(rows["model"], rows["source"], rows["selection"])]
+    colors = ["C0" if s == "paper" else "C1" if "in-sample" in s else "C3" for s in rows["source"]]
     y = np.arange(len(rows))
     for position, (est, low, high, color) in enumerate(zip(rows["estimate"], rows["low"], rows["high"], colors)):
-        ax.errorbar([est], [position], xerr=[[est - low], [high - est]], fmt="o", ms=4, color=color, capsize=2, lw=1)
+        if np.isfinite(est):
+            ax.errorbar([est], [position], xerr=[[est - low], [high - est]], fmt="o", ms=4, color=color, capsize=2,
+                        lw=1)
+        else:  # a constant target: no correlation is defined
+            ax.text(0, position, "undefined", ha="center", va="center", fontsize=7, color=color)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="grey", lw=0.8)
     ax.set(title=paper.PANELS[panel].title, xlabel="Spearman across datasets", xlim=(-1.05, 1.05))
 fig.legend(handles=[Line2D([], [], marker="o", ls="", color="C0", label="paper (released data)"),
-                    Line2D([], [], marker="o", ls="", color="C3", label="companion")],
-           loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.04))
+                    Line2D([], [], marker="o", ls="", color="C1", label="companion, in-sample probe"),
+                    Line2D([], [], marker="o", ls="", color="C3", label="companion, held out")],
+           loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.04))
 fig.suptitle("Spearman correlations with 95% bootstrap intervals: the paper's and the companion's")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# What the two sources say, side by side (the companion's rows computed from the tables saved by the
+# chapters that produced them):
+
+# %%
+def _span(rows):
+    return f"{rows['estimate'].min():+.2f} to {rows['estimate'].max():+.2f}" if len(rows) else "none"
+
+
+notes = []
+for panel, what in (("2-acc", "probe accuracy"), ("2-mse", "probe MSE"), ("3", "minus the LoRA gain")):
+    rows = side[side["panel"] == panel]
+    paper_rows = rows[rows["source"] == "paper"]
+    note = f"- **NTPS against {what}.** Paper, {len(paper_rows)} models over 12 datasets: {_span(paper_rows)}"
+    note += f" ({int((paper_rows['low'] > 0).sum() + (paper_rows['high'] < 0).sum())} intervals exclude 0)."
+    for _, row in rows[rows["source"] != "paper"].iterrows():
+        value = (f"{row['estimate']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]" if np.isfinite(row["estimate"])
+                 else "undefined (constant target)")
+        note += f" {row['source'].capitalize()} ({row['selection']}, {row['model']}, {int(row['n'])} tasks): {value}."
+    notes.append(note)
+display(Markdown("\n".join(notes)))
 
 # %% [markdown]
 # ## Figure 1, rebuilt

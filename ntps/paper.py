@@ -134,6 +134,8 @@ COMPANION_COLUMNS = {
         "ntps": ("ntps",),
         "probe_train_accuracy": ("probe_train_accuracy", "train_accuracy"),
         "probe_train_mse": ("probe_train_mse", "train_mse"),
+        "probe_test_accuracy": ("probe_test_accuracy", "test_accuracy"),
+        "probe_test_mse": ("probe_test_mse", "test_mse"),
         "selection": ("selection", "rule"),
     },
     "lora": {
@@ -375,7 +377,7 @@ def _column(frame: pd.DataFrame, names: Sequence[str]) -> str | None:
     return next((name for name in names if name in frame.columns), None)
 
 
-def companion_pairs(records, kind: str, *, source: str = "companion") -> pd.DataFrame:
+def companion_pairs(records, kind: str, *, source: str = "companion", probe: str = "train") -> pd.DataFrame:
     """A companion result table as (NTPS, target) pairs in the layout of :func:`paper_pairs`.
 
     Parameters
@@ -385,7 +387,8 @@ def companion_pairs(records, kind: str, *, source: str = "companion") -> pd.Data
         ``load_table("lora", ...)``. The columns it must have are ``COMPANION_COLUMNS[kind]``:
         ``model``, ``dataset`` (or ``task``), ``ntps``, and for ``"correlation"`` at least one of
         ``probe_train_accuracy`` (or ``train_accuracy``) and ``probe_train_mse`` (or ``train_mse``),
-        giving panels "2-acc" and "2-mse"; for ``"lora"`` both ``lora_test_accuracy`` and
+        giving panels "2-acc" and "2-mse" (with ``probe="test"``: ``probe_test_accuracy`` or
+        ``test_accuracy``, ``probe_test_mse`` or ``test_mse``); for ``"lora"`` both ``lora_test_accuracy`` and
         ``linear_probe_test_accuracy`` (or ``probe_test_accuracy``), giving panel "3" with target
         minus the gain. An optional ``selection`` (or ``rule``) column names how the configuration
         was chosen (e.g. "in-sample", "leave-one-dataset-out"); without it the selection is
@@ -394,6 +397,11 @@ def companion_pairs(records, kind: str, *, source: str = "companion") -> pd.Data
         "correlation" or "lora".
     source : str
         The value of the ``source`` column.
+    probe : str
+        For ``"correlation"``: ``"train"`` pairs NTPS with the probe scored on its own training
+        texts, as the paper's Figure 2 does; ``"test"`` with the probe scored on held-out texts
+        (in-sample accuracy is 1.0 on every task when the texts are fewer than the width, and then
+        has no correlation with anything). Ignored for ``"lora"``, whose gain is always held out.
 
     Returns
     -------
@@ -407,6 +415,8 @@ def companion_pairs(records, kind: str, *, source: str = "companion") -> pd.Data
     """
     if kind not in COMPANION_COLUMNS:
         raise ValueError(f"kind must be one of {list(COMPANION_COLUMNS)}, got {kind!r}")
+    if probe not in ("train", "test"):
+        raise ValueError(f"probe must be 'train' or 'test', got {probe!r}")
     frame = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     if frame.empty:
         raise ValueError(f"the {kind!r} table holds no records")
@@ -416,8 +426,8 @@ def companion_pairs(records, kind: str, *, source: str = "companion") -> pd.Data
                                                if kind == "lora" else [])
     missing = [f"{name} (or {' / '.join(spec[name][1:])})" if len(spec[name]) > 1 else name
                for name in required if found[name] is None]
-    if kind == "correlation" and found["probe_train_accuracy"] is None and found["probe_train_mse"] is None:
-        missing.append("probe_train_accuracy or probe_train_mse (or train_accuracy / train_mse)")
+    if kind == "correlation" and found[f"probe_{probe}_accuracy"] is None and found[f"probe_{probe}_mse"] is None:
+        missing.append(f"probe_{probe}_accuracy or probe_{probe}_mse (or {probe}_accuracy / {probe}_mse)")
     if missing:
         raise ValueError(f"the {kind!r} table lacks the columns {missing}; it has {list(frame.columns)}")
     base = pd.DataFrame({"model": frame[found["model"]].astype(str), "dataset": frame[found["dataset"]].astype(str),
@@ -429,7 +439,7 @@ def companion_pairs(records, kind: str, *, source: str = "companion") -> pd.Data
             pd.to_numeric(frame[found["linear_probe_test_accuracy"]], errors="coerce")
         frames.append(base.assign(panel="3", target=-gain))
     else:
-        for panel, name in (("2-acc", "probe_train_accuracy"), ("2-mse", "probe_train_mse")):
+        for panel, name in (("2-acc", f"probe_{probe}_accuracy"), ("2-mse", f"probe_{probe}_mse")):
             if found[name] is not None:
                 frames.append(base.assign(panel=panel, target=pd.to_numeric(frame[found[name]], errors="coerce")))
     pairs = pd.concat(frames, ignore_index=True).assign(source=source)

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from ntps import paper
 
@@ -133,6 +134,24 @@ def test_companion_pairs_correlation_and_lora():
     three = paper.companion_pairs(lora, "lora")
     assert set(three["panel"]) == {"3"} and set(three["selection"]) == {"as saved"}
     np.testing.assert_allclose(three["target"], [-0.4, -0.3, -0.2, -0.1])
+
+
+def test_companion_pairs_held_out_probe():
+    records = [{"model": "m", "task": f"t{i}", "ntps": i / 10, "train_accuracy": 1.0, "train_mse": 0.0,
+                "test_accuracy": 0.9 - i / 20, "test_mse": [0.3, 0.1, 0.4, 0.2, 0.5][i], "rule": "fixed"}
+               for i in range(5)]
+    train = paper.correlation_table(paper.companion_pairs(records, "correlation"), methods=("spearman",), n_boot=20)
+    assert train["estimate"].isna().all()  # a constant in-sample target has no correlation
+    test_pairs = paper.companion_pairs(records, "correlation", probe="test")
+    np.testing.assert_allclose(test_pairs.loc[test_pairs.panel == "2-acc", "target"], [0.9, 0.85, 0.8, 0.75, 0.7])
+    held = paper.correlation_table(test_pairs, methods=("spearman",), n_boot=20).set_index("panel")["estimate"]
+    assert held["2-acc"] == pytest.approx(-1.0)
+    assert held["2-mse"] == pytest.approx(scipy.stats.spearmanr(np.arange(5), [0.3, 0.1, 0.4, 0.2, 0.5])[0])
+    with pytest.raises(ValueError, match="probe_test_accuracy or probe_test_mse"):
+        paper.companion_pairs([{"model": "m", "dataset": "a", "ntps": 0.1, "train_accuracy": 1.0}], "correlation",
+                              probe="test")
+    with pytest.raises(ValueError, match="probe must be"):
+        paper.companion_pairs(records, "correlation", probe="val")
 
 
 def test_companion_pairs_names_missing_columns():
