@@ -5,7 +5,7 @@ Layout (see DESIGN §3): ``notebooks/<name>.py`` (jupytext percent format, one c
 random model, seconds), ``cpu`` (what the book shows) and ``colab-paper`` (hub models on a GPU).
 
 The executed copy records a hash of everything it depends on (source, parameters, the ``ntps``
-package); an unchanged notebook is not run again. A failed run raises and leaves only a
+package, and the saved result tables it reads); an unchanged notebook is not run again. A failed run raises and leaves only a
 ``<name>.failed.ipynb`` beside the outputs, never a stale or half-written ``<name>.ipynb``.
 
 Command line: ``python -m ntps.notebooks --profile cpu --out book/executed [NOTEBOOK ...]``.
@@ -74,10 +74,23 @@ def load_params(source: str | Path, profile: str) -> dict:
     return params
 
 
+def _results_read(source: Path, params: dict) -> list[Path]:
+    """The saved result tables (``ntps.results``) a notebook reads: those of its ``results_profile``,
+    when its source calls ``load_table``. Another chapter rewriting one of them makes it stale."""
+    profile = params.get("results_profile")
+    if profile is None or "load_table(" not in source.read_text():
+        return []
+    from .cache import cache_dir
+
+    return sorted(cache_dir("results").glob(f"*.{profile}.json"))
+
+
 def _input_hash(source: Path, params: dict) -> str:
     digest = hashlib.sha256()
     digest.update(source.read_bytes())
     digest.update(yaml.safe_dump(params, sort_keys=True).encode())
+    for table in _results_read(source, params):
+        digest.update(table.name.encode() + table.read_bytes())
     for module in sorted(Path(__file__).parent.rglob("*.py")):
         digest.update(module.read_bytes())
     return digest.hexdigest()

@@ -69,3 +69,23 @@ def test_missing_profile_and_missing_parameters_cell(tmp_path):
     source.write_text("# %%\nprint(1)\n")
     with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
         notebooks.execute(source, "smoke", tmp_path / "out")
+
+
+def test_a_notebook_reading_saved_results_reruns_when_they_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTPS_CACHE", str(tmp_path / "cache"))
+    from ntps import results
+
+    results.save_table("toy", [{"x": 1}], profile="smoke")
+    (tmp_path / "reader").mkdir()
+    reader = _toy_repo(tmp_path / "reader", "from ntps.results import load_table\nprint(load_table('toy', profile='smoke'))")
+    (reader.parent / "params" / "01_toy" / "smoke.yaml").write_text("value: 2\nresults_profile: smoke\n")
+    reader.write_text(reader.read_text().replace("value = 1\n", "value = 1\nresults_profile = 'cpu'\n"))
+    out = tmp_path / "out"
+    first = notebooks.execute(reader, "smoke", out)
+    stamp = first.stat().st_mtime_ns
+    assert notebooks.execute(reader, "smoke", out).stat().st_mtime_ns == stamp  # nothing changed: reused
+    results.save_table("other", [{"y": 2}], profile="cpu")  # another profile's table: still reused
+    assert notebooks.execute(reader, "smoke", out).stat().st_mtime_ns == stamp
+    results.save_table("toy", [{"x": 3}], profile="smoke")
+    rerun = nbformat.read(notebooks.execute(reader, "smoke", out), as_version=4)
+    assert "'x': 3" in "".join(o.get("text", "") for c in rerun.cells if c.cell_type == "code" for o in c.outputs)
