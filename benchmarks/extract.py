@@ -145,28 +145,38 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
         released_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
 
     batches = list(padded_batches(tokenizer, texts, batch_size, device))
-    results = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    results["bare"] = timed(lambda: bare_pass(backbone, batches), device, repeats)
-    peak_bare = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    peaks, errors = {}, {}
+    # The contenders take turns, `repeats` rounds, and each is reported by its median: on a shared
+    # or virtual machine the speed drifts over seconds, and timing one contender after the other
+    # would hand the drift to whichever ran in the slow stretch.
+    contenders = {"bare": lambda: bare_pass(backbone, batches)}
     for precision in precisions:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         key = "moments" if len(precisions) == 1 else f"moments[{precision}]"
-        results[key] = timed(lambda: moments(model, tokenizer, texts, labels, batch_size=batch_size,
-                                             precision=precision, progress=False), device, repeats)
-        peaks[key] = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-        errors[key] = relative_error(model, tokenizer, texts[:batch_size], device, precision)
+        contenders[key] = (lambda p=precision: moments(model, tokenizer, texts, labels, batch_size=batch_size,
+                                                        precision=p, progress=False))
     if released:
-        results["released"] = timed(lambda: released_pass(backbone, batches), device, repeats)
+        contenders["released"] = lambda: released_pass(backbone, batches)
+    samples = {key: [] for key in contenders}
+    peaks = {key: 0 for key in contenders}
+    for _ in range(repeats):
+        for key, fn in contenders.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            samples[key].append(timed(fn, device))
+            if device.type == "cuda":
+                peaks[key] = max(peaks[key], torch.cuda.max_memory_allocated())
+    results = {key: float(np.median(times)) for key, times in samples.items()}
+    peak_bare = peaks.pop("bare")
+    peaks.pop("released", None)
+    errors = {key: relative_error(model, tokenizer, texts[:batch_size], device, precision)
+              for key, precision in zip(peaks, precisions)}
 
     print(f"\n== {name} on {device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
           f"{str(dtype).removeprefix('torch.')}, d={config.hidden_size}, {config.num_hidden_layers + 1} hidden states, "
           f"{n_texts} texts of {min_len}-{max_len} tokens ({tokens} tokens), batch {batch_size}")
+    print(f"  median of {repeats} interleaved rounds (min - max in brackets)")
     for key, seconds in results.items():
-        print(f"  {key:18s} {seconds:8.3f} s   {tokens / seconds:12,.0f} tokens/s")
+        print(f"  {key:18s} {seconds:8.3f} s   {tokens / seconds:12,.0f} tokens/s   "
+              f"[{min(samples[key]):.3f} - {max(samples[key]):.3f} s]")
     for key in peaks:
         (errs, used) = errors[key]
         print(f"  {key}: {results['bare'] / results[key]:.2f}x the bare forward's throughput"
@@ -187,7 +197,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--min-len", type=int, default=32)
     parser.add_argument("--max-len", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     parser.add_argument("--precisions", nargs="+", default=["auto"],
                         choices=["auto", "float32", "tf32x3", "split", "float64"])
     parser.add_argument("--skip-released", action="store_true")
