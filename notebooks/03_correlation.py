@@ -807,11 +807,12 @@ display(Markdown("\n".join(lines)))
 # 270M, 450M, 1.1B and 3B; Llama-3 8B) over its twelve hub datasets on a GPU, in bfloat16, and the
 # tables above then hold one block per model (the figures show the first). Two notes:
 #
-# * **OpenELM** ships its own model code (`trust_remote_code = True`) and no tokenizer: the released
-#   code pairs it with the Llama-2 tokenizer (`meta-llama/Llama-2-7b-hf`, gated on the hub).
-#   `ntps.models.load` loads a model's tokenizer from the model's own repository, so with
-#   `skip_failed_models = True` the OpenELM models are reported as not loaded and the page goes on
-#   with the others.
+# * **OpenELM** ships its own model code (`trust_remote_code = True`) and no tokenizer: its authors
+#   pair it with the Llama-2 tokenizer (`meta-llama/Llama-2-7b-hf`, gated on the hub: accept its
+#   licence and log in first), and `ntps.models.load` does the same for every `apple/OpenELM-*`
+#   model (`ntps.models.PAIRED_TOKENIZERS`). With `skip_failed_models = True` a model that still
+#   fails to load (no access to the gated tokenizer, say) is reported and the page goes on with the
+#   others.
 # * The text caps, the feature-layer stride and the released variant's layer stride of that profile
 #   keep the features of the 7-8B models in memory and on disk; lift them for a full run.
 #

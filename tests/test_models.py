@@ -31,6 +31,41 @@ def test_saved_folder_loads_back_identically(tmp_path, architecture):
     assert loaded.config.pad_token_id == loaded_tokenizer.pad_token_id is not None
 
 
+def test_model_saved_without_tokenizer_needs_and_takes_one(tmp_path):
+    from ntps.tiny import tiny_model
+
+    model, tokenizer = tiny_model("llama", seed=1)
+    model.save_pretrained(tmp_path / "model")  # weights only, as OpenELM's repositories ship them
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(ModelNotFoundError, match="has no tokenizer.*tokenizer="):
+        load(tmp_path / "model")
+    loaded, loaded_tokenizer = load(tmp_path / "model", tokenizer=tmp_path / "tokenizer")
+    texts = ["a short one", "and a somewhat longer text"]
+    assert loaded_tokenizer(texts)["input_ids"] == tokenizer(texts)["input_ids"]
+    torch.testing.assert_close(_logits(loaded, loaded_tokenizer, texts), _logits(model, tokenizer, texts),
+                               rtol=0, atol=0)
+
+
+def test_openelm_is_paired_with_the_tokenizer_its_authors_name(monkeypatch):
+    assert models.paired_tokenizer("apple/OpenELM-270M") == "meta-llama/Llama-2-7b-hf"
+    assert models.paired_tokenizer("Qwen/Qwen2-0.5B") is None
+    seen = {}
+
+    def fake_from_pretrained(source, **kwargs):
+        seen[source] = kwargs["tokenizer_source"]
+        raise OSError("not cached")
+
+    monkeypatch.setattr(models, "_from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout: False)
+    for name, expected in (("apple/OpenELM-450M", "meta-llama/Llama-2-7b-hf"), ("Qwen/Qwen2-0.5B", None)):
+        with pytest.raises(ModelNotFoundError, match="cannot be reached"):
+            load(name)
+        assert seen[name] == expected
+    with pytest.raises(ModelNotFoundError):
+        load("apple/OpenELM-270M", tokenizer="someone/other-tokenizer")
+    assert seen["apple/OpenELM-270M"] == "someone/other-tokenizer"  # an explicit choice wins
+
+
 def test_pad_token_set_when_the_tokenizer_has_none(tmp_path):
     from ntps.tiny import tiny_model
 
