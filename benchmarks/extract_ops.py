@@ -83,10 +83,44 @@ def run(B, T, d):
               f"{median_ms(lambda: accumulator.add_batch([hidden], [0], lengths, onehot, precision)):8.3f} ms")
 
 
+def fixed_costs(num_layers, d, classes=2):
+    """What a run pays once, whatever its length: allocating the float64 sums of every layer on the
+    device and copying them to host memory at the end (``_Accumulator.to_moments``). At the
+    Llama-3-8B shape (33 states, d = 4096) the four sums are 4 x 33 x 4096^2 x 8 bytes = 17.7 GB."""
+    import time
+
+    device = torch.device("cuda")
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    accumulator = _Accumulator(num_layers, d, classes, device)
+    torch.cuda.synchronize()
+    allocated = time.perf_counter() - start
+    start = time.perf_counter()
+    moments = accumulator.to_moments(list(range(num_layers)), {})
+    copied = time.perf_counter() - start
+    size = sum(getattr(moments, name).nbytes for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"))
+    print(f"\n-- fixed costs, {num_layers} layers, d = {d}: sums {size / 1e9:.1f} GB --")
+    print(f"  allocate and zero on the device            {allocated:8.3f} s")
+    print(f"  copy to host (to_moments)                  {copied:8.3f} s   ({size / 1e9 / copied:.1f} GB/s)")
+    pinned = torch.empty(accumulator.ss.shape, dtype=torch.float64, pin_memory=True)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    pinned.copy_(accumulator.ss)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    print(f"  one sum into pinned host memory            {seconds:8.3f} s   ({pinned.nbytes / 1e9 / seconds:.1f} GB/s)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", nargs=3, type=int, action="append", metavar=("B", "T", "D"))
+    parser.add_argument("--fixed", nargs=2, type=int, action="append", metavar=("LAYERS", "D"),
+                        help="time the once-per-run costs of the sums instead")
     args = parser.parse_args()
+    if args.fixed:
+        for num_layers, d in args.fixed:
+            fixed_costs(num_layers, d)
+        return
     for B, T, d in args.shape or [(32, 256, 4096), (64, 256, 896)]:
         run(B, T, d)
 

@@ -22,6 +22,10 @@ except Exception as error:
 PY
 } 2>&1 | tee "$out/env.txt"
 python3 benchmarks/extract_ops.py --shape 32 256 4096 --shape 64 256 896 2>&1 | tee "$out/extract-ops.txt"
+# Once-per-run costs and the steady state: is the 8B gap a fixed cost (the 17.7 GB of sums)?
+python3 benchmarks/extract_ops.py --fixed 25 896 --fixed 33 4096 2>&1 | tee "$out/extract-fixed.txt"
+[ -n "${SKIP_MARGINAL:-}" ] || python3 benchmarks/extract.py --device cuda --shapes qwen2-0.5b llama3-8b \
+  --marginal 128 512 --precisions split 2>&1 | tee "$out/extract-marginal.txt"
 precisions=${PRECISIONS:-tf32x3 split}
 python3 benchmarks/extract.py --device cuda --shapes qwen2-0.5b --batch-size 64 --texts 1024 --repeats ${REPEATS:-1} \
   --precisions $precisions 2>&1 | tee "$out/extract-qwen2.txt"
