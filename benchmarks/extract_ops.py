@@ -89,11 +89,12 @@ def fixed_costs(num_layers, d, classes=2):
     Llama-3-8B shape (33 states, d = 4096) the four sums are 4 x 33 x 4096^2 x 8 bytes = 17.7 GB."""
     import time
 
-    device = torch.device("cuda")
-    torch.cuda.synchronize()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     accumulator = _Accumulator(num_layers, d, classes, device)
-    torch.cuda.synchronize()
+    sync()
     allocated = time.perf_counter() - start
     start = time.perf_counter()
     moments = accumulator.to_moments(list(range(num_layers)), {})
@@ -102,6 +103,8 @@ def fixed_costs(num_layers, d, classes=2):
     print(f"\n-- fixed costs, {num_layers} layers, d = {d}: sums {size / 1e9:.1f} GB --")
     print(f"  allocate and zero on the device            {allocated:8.3f} s")
     print(f"  copy to host (to_moments)                  {copied:8.3f} s   ({size / 1e9 / copied:.1f} GB/s)")
+    if device.type != "cuda":
+        return
     pinned = torch.empty(accumulator.ss.shape, dtype=torch.float64, pin_memory=True)
     torch.cuda.synchronize()
     start = time.perf_counter()
