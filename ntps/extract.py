@@ -196,6 +196,42 @@ def _add_pair_products(prefix: torch.Tensor, states: torch.Tensor, precision: st
         cross_sum += cross_parts[:d, d:]
 
 
+def _host_buffers_for(device: torch.device) -> bool:
+    """Whether the sums get host memory of their own (a GPU), or are host memory already."""
+    return device.type != "cpu"
+
+
+class _HostSums:
+    """Host memory for the sums of a device run, faulted in by a background thread while the device
+    works.
+
+    A fresh host array is faulted in page by page while a copy writes into it, and at the
+    Llama-3-8B shape the sums are 13 GB: copying them into fresh memory at the end of a run was
+    several times slower than copying into memory already touched (``benchmarks/extract_ops.py
+    --fixed``). Touching one element per page in the background moves that cost under the run.
+    """
+
+    _PAGE_ELEMENTS = 4096 // 8  # float64 elements per 4 KiB page
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        import threading
+
+        self.arrays = {name: np.empty(shape, dtype=np.float64) for name, shape in shapes.items()}
+        self._thread = threading.Thread(target=self._touch, name="ntps-host-sums", daemon=True)
+        self._thread.start()
+
+    def _touch(self) -> None:
+        for array in self.arrays.values():
+            torch.from_numpy(array.reshape(-1))[::self._PAGE_ELEMENTS].zero_()  # releases the GIL
+
+    def copy_from(self, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Copy the device tensors into the host arrays (the same arrays on every call)."""
+        self._thread.join()
+        for name, tensor in tensors.items():
+            torch.from_numpy(self.arrays[name]).copy_(tensor)
+        return self.arrays
+
+
 class _Accumulator:
     """Float64 sums on the device, one slot per chosen layer."""
 
@@ -205,8 +241,19 @@ class _Accumulator:
         self.xy = torch.zeros((num_layers, d, num_classes), dtype=torch.float64, device=device)
         self.ss = torch.zeros(shape, dtype=torch.float64, device=device)
         self.sh = torch.zeros(shape, dtype=torch.float64, device=device)
+        self._host = _HostSums({name: tuple(getattr(self, name).shape) for name in ("xx", "xy", "ss", "sh")}) \
+            if _host_buffers_for(torch.device(device)) else None
         self.n_texts = 0
-        self.n_pairs = 0
+        # Kept on the device: reading it back each batch would stall the queue of GPU work.
+        self._pairs = torch.zeros((), dtype=torch.int64, device=device)
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self._pairs)
+
+    @n_pairs.setter
+    def n_pairs(self, value: int) -> None:
+        self._pairs.fill_(int(value))
 
     def add_batch(self, states, layers, lengths, onehot, precision, pooled_out=None):
         """Add one right-padded batch: states[l] [B, T, d]; lengths [B] real tokens per text.
@@ -232,12 +279,19 @@ class _Accumulator:
             # A NaN or inf in any real token's state reaches its text's full sum, the pooled feature.
             finite[slot] = torch.isfinite(pooled).all()
         self.n_texts += B
-        self.n_pairs += int((lengths - 1).clamp(min=0).sum())
+        self._pairs += (lengths - 1).clamp(min=0).sum()
         return finite
 
     def to_moments(self, layers, metadata) -> Moments:
-        return Moments(self.xx.cpu().numpy(), self.xy.cpu().numpy(), self.ss.cpu().numpy(), self.sh.cpu().numpy(),
-                       layers=list(layers), n_texts=self.n_texts, n_pairs=self.n_pairs, metadata=metadata)
+        """The sums as a Moments. On a device with host buffers the arrays are those buffers, which
+        the next call overwrites: fine for checkpoints (saved at once) and the final result (last)."""
+        tensors = {name: getattr(self, name) for name in ("xx", "xy", "ss", "sh")}
+        if self._host is not None:
+            arrays = self._host.copy_from(tensors)
+        else:
+            arrays = {name: tensor.cpu().numpy() for name, tensor in tensors.items()}
+        return Moments(arrays["xx"], arrays["xy"], arrays["ss"], arrays["sh"], layers=list(layers),
+                       n_texts=self.n_texts, n_pairs=self.n_pairs, metadata=metadata)
 
     def load(self, saved: Moments):
         for name, total in (("xx", saved.sum_xx), ("xy", saved.sum_xy), ("ss", saved.sum_ss), ("sh", saved.sum_sh)):
@@ -399,6 +453,7 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, disable=not progress,
                desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
     features = np.full((len(texts), len(chosen), d), np.nan, dtype=np.float32) if return_features else None
+    pending = None  # (finite flags, batch) not yet read back
     for number in range(start_batch, len(batches)):
         batch = batches[number]
         ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
@@ -409,15 +464,18 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
                                        pooled_out=pooled)
         if pooled is not None:
             features[batch] = pooled.float().cpu().numpy()
-        if not bool(finite.all()):
-            bad = [chosen[slot] for slot in torch.nonzero(~finite).flatten().tolist()]
-            raise NonFiniteStatesError(
-                f"NaN or inf in the hidden states of layer {bad[0]} (layers {bad}) for texts {batch[:5].tolist()}...; "
-                f"with a {info['model_dtype']} model the usual cause is fp16 overflow: use dtype='bfloat16' or "
-                "'float32'")
+        # The finiteness of a batch is read back one batch late, once the next batch's work is
+        # queued, so the GPU never waits for the host; a checkpoint or the result checks it first.
+        if pending is not None:
+            _raise_if_non_finite(*pending, chosen, info)
+        pending = (finite, batch)
         bar.update(int(sum(lengths[i] for i in batch)))
         if checkpoint is not None and ((number + 1) % checkpoint_every == 0 or number + 1 == len(batches)):
+            _raise_if_non_finite(*pending, chosen, info)
+            pending = None
             _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), fingerprint, number + 1)
+    if pending is not None:
+        _raise_if_non_finite(*pending, chosen, info)
     bar.close()
 
     if distributed:
@@ -429,6 +487,15 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
         info["shard"] = None
     result = accumulator.to_moments(chosen, info)
     return (result, features) if return_features else result
+
+
+def _raise_if_non_finite(finite: torch.Tensor, batch: np.ndarray, chosen: list[int], info: dict) -> None:
+    if bool(finite.all()):
+        return
+    bad = [chosen[slot] for slot in torch.nonzero(~finite).flatten().tolist()]
+    raise NonFiniteStatesError(
+        f"NaN or inf in the hidden states of layer {bad[0]} (layers {bad}) for texts {batch[:5].tolist()}...; "
+        f"with a {info['model_dtype']} model the usual cause is fp16 overflow: use dtype='bfloat16' or 'float32'")
 
 
 def _save_checkpoint(folder: Path, partial: Moments, fingerprint: str, next_batch: int) -> None:

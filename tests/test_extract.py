@@ -168,6 +168,31 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_llama, tmp_path, 
     assert other.n_texts == 3
 
 
+def test_host_buffers_of_a_device_run_give_the_same_sums(tiny_llama, tmp_path, monkeypatch):
+    # On a GPU the sums are copied into host arrays faulted in by a background thread; the same
+    # code runs here when forced, through checkpoints (a copy per batch) and the final result.
+    import ntps.extract as extract
+
+    model, tokenizer = tiny_llama
+    plain = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
+    copies = {"n": 0}
+    original = extract._HostSums.copy_from
+
+    def counting(self, tensors):
+        copies["n"] += 1
+        return original(self, tensors)
+
+    monkeypatch.setattr(extract, "_host_buffers_for", lambda device: True)
+    monkeypatch.setattr(extract._HostSums, "copy_from", counting)
+    buffered = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, checkpoint=tmp_path / "ckpt",
+                       checkpoint_every=1)
+    assert copies["n"] == 4 + 1  # one per checkpoint of the 4 batches, one for the result
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        np.testing.assert_array_equal(getattr(buffered, name), getattr(plain, name))
+    saved = Moments.load(tmp_path / "ckpt" / "moments")
+    np.testing.assert_array_equal(saved.sum_sh, plain.sum_sh)
+
+
 def test_save_load_round_trip_and_merge_checks(tiny_llama, tmp_path):
     model, tokenizer = tiny_llama
     result = moments(model, tokenizer, TEXTS, LABELS, progress=False, metadata={"dataset": "toy", "split": "train"})
@@ -208,6 +233,40 @@ def test_non_finite_states_name_the_layer(tiny_llama):
         broken.model.layers[1].mlp.down_proj.weight.fill_(float("inf"))
     with pytest.raises(NonFiniteStatesError, match="layer 2.*fp16 overflow"):
         moments(broken, tokenizer, TEXTS[:3], [0, 1, 0], progress=False)
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_a_non_finite_batch_is_reported_as_itself_and_never_checkpointed(tiny_llama, tmp_path, monkeypatch,
+                                                                         checkpointed):
+    # Finiteness is read back one batch late: the error must still name the bad batch's texts
+    # and layer, and no checkpoint may hold sums that the bad batch touched.
+    import ntps.extract as extract
+
+    model, tokenizer = tiny_llama
+    original = extract._forward_states
+    calls = {"n": 0}
+
+    def inf_in_second_batch(backbone, ids, mask):
+        states = original(backbone, ids, mask)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            states = tuple(s.clone() for s in states)
+            states[1][0, 0, 0] = float("inf")
+        return states
+
+    monkeypatch.setattr(extract, "_forward_states", inf_in_second_batch)
+    lengths = [len(ids) for ids in tokenizer(TEXTS)["input_ids"]]
+    second_batch = plan_batches(lengths, 2)[1]
+    folder = tmp_path / "ckpt" if checkpointed else None
+    expected = rf"layer 1 \(layers \[1\]\).*texts \[{second_batch[0]}, {second_batch[1]}\]"
+    with pytest.raises(NonFiniteStatesError, match=expected):
+        moments(model, tokenizer, TEXTS, LABELS, batch_size=2, checkpoint=folder, checkpoint_every=1,
+                progress=False)
+    if checkpointed:
+        assert json.loads((folder / "state.json").read_text())["next_batch"] == 1
+        saved = Moments.load(folder / "moments")
+        assert saved.n_texts == 2 and all(np.isfinite(getattr(saved, name)).all() for name in
+                                          ("sum_xx", "sum_xy", "sum_ss", "sum_sh"))
 
 
 def test_features_from_the_same_pass_equal_mean_pooling(tiny_llama):
