@@ -101,15 +101,19 @@ class ModelSource:
     for every task so that the model loads once, and not at all when every result is cached.
 
     ``init="random"`` loads the pretrained model (for its config and tokenizer) and replaces it by
-    :func:`random_init` with ``seed``. An already loaded pair can be wrapped with ``loaded=``.
+    :func:`random_init` with ``seed``. ``tokenizer`` takes the tokenizer from another hub id or
+    folder (``ntps.models.load``'s ``tokenizer=``). An already loaded pair can be wrapped with
+    ``loaded=``.
     """
 
     def __init__(self, model_name: str, *, init: str = "pretrained", seed: int = 0, dtype=None, device=None,
-                 revision: str | None = None, trust_remote_code: bool = False, loaded=None):
+                 revision: str | None = None, trust_remote_code: bool = False, tokenizer: str | None = None,
+                 loaded=None):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.model_name, self.init, self.seed = str(model_name), init, int(seed)
         self.dtype, self.device, self.revision, self.trust_remote_code = dtype, device, revision, trust_remote_code
+        self.tokenizer = None if tokenizer is None else str(tokenizer)
         self._pair = tuple(loaded) if loaded is not None else None
         self.load_seconds = 0.0
 
@@ -126,7 +130,7 @@ class ModelSource:
             start = time.perf_counter()
             device = resolve_device(self.device) if self.device is not None else None
             model, tokenizer = load(self.model_name, revision=self.revision, dtype=self.dtype, device=device,
-                                    trust_remote_code=self.trust_remote_code)
+                                    trust_remote_code=self.trust_remote_code, tokenizer=self.tokenizer)
             if self.init == "random":
                 model = random_init(model, self.seed, trust_remote_code=self.trust_remote_code)
             self._pair = (model, tokenizer)
@@ -180,6 +184,12 @@ def _data_fingerprint(texts: Sequence[str], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def _check_source_tokenizer(model, tokenizer) -> None:
+    if isinstance(model, ModelSource) and model.tokenizer != (None if tokenizer is None else str(tokenizer)):
+        raise ValueError(f"the ModelSource takes its tokenizer from {model.tokenizer or 'the model'}, but tokenizer="
+                         f"{tokenizer!r} was asked for: the cache would be keyed wrongly")
+
+
 def statistics_key(settings: Mapping) -> str:
     """SHA-256 of the settings that decide a cached result (sorted JSON)."""
     return hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode()).hexdigest()
@@ -220,7 +230,7 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
                     batch_size: int = 16, dtype=None, device=None, revision: str | None = None,
                     init: str = "pretrained", seed: int = 0, layers: Sequence[int] | None = None,
                     feature_layers: Sequence[int] | None = None, feature_stride: int = 1,
-                    trust_remote_code: bool = False,
+                    trust_remote_code: bool = False, tokenizer: str | None = None,
                     refresh: bool = False, progress: bool = False) -> TaskStatistics:
     """Moments and mean-pooled features of one split of one task, computed once and cached.
 
@@ -244,6 +254,9 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
         How the pass runs (not part of the key).
     dtype, revision, trust_remote_code
         How the model loads (dtype and revision are in the key).
+    tokenizer : str, optional
+        A hub id or folder to take the tokenizer from (``ntps.models.load``'s ``tokenizer=``);
+        in the key when given, since other token ids give other statistics.
     init, seed
         "pretrained", or "random" for the random-initialisation control with this seed.
     layers : list of int, optional
@@ -283,6 +296,8 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
         "feature_layers": feature_list, "feature_stride": int(feature_stride), "dtype": _dtype_name(dtype),
         "ntps_version": __version__,
     }
+    if tokenizer is not None:  # only when given, so that existing keys stay valid
+        settings["tokenizer"] = str(tokenizer)
     key = statistics_key(settings)
     folder = _entry_folder(settings, key)
     if not refresh:
@@ -292,10 +307,11 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
 
     if model is None:
         model = ModelSource(model_name, init=init, seed=seed, dtype=dtype, device=device, revision=revision,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, tokenizer=tokenizer)
     if isinstance(model, ModelSource) and (model.init != init or (init == "random" and model.seed != int(seed))):
         raise ValueError(f"the ModelSource is init={model.init!r}, seed={model.seed}, but init={init!r}, seed={seed} "
                          "was asked for: the cache would be keyed wrongly")
+    _check_source_tokenizer(model, tokenizer)
     pair = model.get() if isinstance(model, ModelSource) else tuple(model)
     if len(pair) != 2:
         raise ValueError("model must be None, a (model, tokenizer) pair or a ModelSource")

@@ -723,7 +723,7 @@ def _slug(text: str) -> str:
 def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | None = 64,
                    max_examples_train: int | str | None = None, max_examples_test: int | str | None = None,
                    data_seed: int = 0, data_root: str | Path | None = None, dtype=None, device=None,
-                   revision: str | None = None, trust_remote_code: bool = False,
+                   revision: str | None = None, trust_remote_code: bool = False, tokenizer: str | None = None,
                    after_layers: Sequence[int] | None = None, batch_size_eval: int = 16, refresh: bool = False,
                    progress: bool = False, **train_kwargs) -> LoraTaskRun:
     """Fine-tune on one task's training split, score its test split, and extract the moments of the
@@ -738,6 +738,9 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     model
         None (load on a cache miss), a ``(model, tokenizer)`` pair, or an
         ``ntps.experiments.ModelSource``: on a full cache hit the model is never loaded.
+    tokenizer : str, optional
+        A hub id or folder to take the tokenizer from (``ntps.models.load``'s ``tokenizer=``); in
+        the cache key when given.
     after_layers : list of int, optional
         Hidden-state indices of the moments after LoRA (default all; ``[]``: none).
     train_kwargs
@@ -747,12 +750,12 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     Notes
     -----
 
-    The cache key holds the model name, revision, dtype, task, caps, data seed, a hash of the texts
+    The cache key holds the model name, revision, tokenizer (when given), dtype, task, caps, data seed, a hash of the texts
     and labels, ``max_length``, every training setting, the layers and ``ntps.__version__``.
     """
     from . import data
     from .cache import atomic_file, cache_dir
-    from .experiments import ModelSource
+    from .experiments import ModelSource, _check_source_tokenizer
     from .extract import moments as extract_moments
     from .moments import Moments
 
@@ -778,6 +781,8 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
         "train": {k: train_kwargs[k] for k in sorted(train_kwargs) if k not in ("checkpoint_every", "callback")},
         "ntps_version": __version__,
     }
+    if tokenizer is not None:  # only when given, so that existing keys stay valid
+        settings["tokenizer"] = str(tokenizer)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     folder = cache_dir("lora", _slug(model_name)) / f"{_slug(task)}-{key[:16]}"
     run_file = folder / "run.json"
@@ -793,7 +798,8 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
 
     if model is None:
         model = ModelSource(model_name, dtype=dtype, device=device, revision=revision,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+    _check_source_tokenizer(model, tokenizer)
     pair = model.get() if isinstance(model, ModelSource) else tuple(model)
     if len(pair) != 2:
         raise ValueError("model must be None, a (model, tokenizer) pair or a ModelSource")

@@ -227,3 +227,36 @@ def test_correlation_table_runs_every_rule_and_marks_constant_targets():
     assert mse.estimate.item() == pytest.approx(best.correlation)
     assert ("ntps:theorem", "test_accuracy") in selections
     assert experiments.nearest([0.05, 0.25, 0.5], 0.4) == 0.5 and experiments.nearest([3, 1, 2], 1.5) == 1.0
+
+
+def test_a_tokenizer_from_elsewhere_is_part_of_the_key(cache, tmp_path):
+    # A model saved without a tokenizer (as OpenELM ships) takes one by name; other token ids give
+    # other statistics, so the tokenizer must separate cache entries, and a ModelSource built with
+    # one tokenizer must not be filed under another.
+    from ntps.tiny import tiny_model
+
+    model, tokenizer = tiny_model("llama", seed=1)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "with-bos")
+    no_bos = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, pad_token="<pad>")
+    no_bos.backend_tokenizer.post_processor = None
+    no_bos.save_pretrained(tmp_path / "without-bos")
+    name = str(tmp_path / "model")
+
+    def run(tokenizer_folder, **kwargs):
+        return experiments.task_statistics(name, "debate_party", "train", data_root=ROOT, max_length=None,
+                                           tokenizer=str(tmp_path / tokenizer_folder), **kwargs)
+
+    with_bos, without_bos = run("with-bos"), run("without-bos")
+    assert with_bos.info["key"] != without_bos.info["key"]
+    assert with_bos.info["settings"]["tokenizer"] == str(tmp_path / "with-bos")
+    # the beginning-of-text token adds one token, hence one pair, per text
+    assert with_bos.moments.n_pairs - without_bos.moments.n_pairs == with_bos.moments.n_texts
+    direct = experiments.task_statistics(name, "debate_party", "train", data_root=ROOT, max_length=None,
+                                         model=(model, tokenizer), refresh=True)
+    assert "tokenizer" not in direct.info["settings"]  # keys made without one are unchanged
+    np.testing.assert_array_equal(direct.moments.sum_ss, with_bos.moments.sum_ss)
+    again = run("with-bos", model=experiments.ModelSource(name, tokenizer=str(tmp_path / "with-bos")))
+    assert again.info["cached"] and np.array_equal(again.moments.sum_sh, with_bos.moments.sum_sh)
+    with pytest.raises(ValueError, match="tokenizer from .*with-bos.*keyed wrongly"):
+        run("without-bos", model=experiments.ModelSource(name, tokenizer=str(tmp_path / "with-bos")), refresh=True)

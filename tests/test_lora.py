@@ -319,3 +319,5 @@ def test_fine_tune_task_caches_everything(tmp_path, monkeypatch, llama):
     assert files <= {".json", ".safetensors"}  # nothing pickled
     with pytest.raises(TypeError, match="needs steps"):
         lora.fine_tune_task("tiny-llama", "rt_sentiment", model=source, data_root=root)
+    with pytest.raises(ValueError, match="tokenizer from the model.*keyed wrongly"):
+        lora.fine_tune_task("tiny-llama", "rt_sentiment", model=source, tokenizer="elsewhere", **settings)
