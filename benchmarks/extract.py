@@ -53,6 +53,49 @@ def random_texts(n: int, min_len: int, max_len: int, vocab: int, seed: int = 0) 
     return [" ".join(map(str, rng.integers(0, vocab - 1, size=rng.integers(min_len, max_len + 1)))) for _ in range(n)]
 
 
+def matmul_flops(config, lengths, precision: str) -> dict[str, float]:
+    """Matrix-product FLOPs of the three contenders over texts of the given token lengths.
+
+    forward  : the backbone's projections (attention q, k, v, o and the gated MLP) for every token
+               and layer, plus causal attention scores and values (4 q T(T+1)/2 per text and layer);
+    moments  : per token and hidden state, C0's and C1's shares: 4 d^2 in float32 (S^T S and
+               S_{:-1}^T H_{1:}), 8 d^2 with split products (the high and low parts of S stacked);
+    released : per text and hidden state, 4 d^2 T + 6 d T (T - 1) (the products through the
+               triangular and shift matrices, in the order the released algorithm forms them).
+    Norms, activations, rotary embeddings and the pooled features are left out: they are not
+    matrix products, and the pooled features cost O(d^2) per text, not per token.
+    """
+    d, layers = config.hidden_size, config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    per_token_layer = 2 * (d * q + 2 * d * kv + q * d + 3 * d * config.intermediate_size)
+    T = np.asarray(lengths, dtype=np.float64)
+    tokens, causal_pairs = T.sum(), (T * (T + 1) / 2).sum()
+    forward = layers * (per_token_layer * tokens + 4 * q * causal_pairs)
+    states = layers + 1
+    moments_flops = states * (4 if precision == "float32" else 8) * d * d * tokens
+    released = states * (4 * d * d * tokens + 6 * d * (T * (T - 1)).sum())
+    return {"forward": forward, "moments": moments_flops, "released": released}
+
+
+def flop_ceilings(flops: dict[str, float]) -> dict[str, float]:
+    """Throughput ratios if every matrix product ran at the forward pass's FLOP rate and nothing
+    else cost time: the most `moments` could reach with its products, not a prediction."""
+    forward, extra, released = flops["forward"], flops["moments"], flops["released"]
+    return {"moments / bare": forward / (forward + extra), "released / bare": forward / (forward + released),
+            "moments / released": (forward + released) / (forward + extra)}
+
+
+def print_flop_ceilings(config, lengths, precision, bare_seconds=None):
+    flops = matmul_flops(config, lengths, precision)
+    ceilings = flop_ceilings(flops)
+    print(f"  matrix-product FLOPs: forward {flops['forward']:.3g}, moments' products ({precision}) "
+          f"{flops['moments']:.3g}, released {flops['released']:.3g}"
+          + (f"; the bare forward ran at {flops['forward'] / bare_seconds / 1e12:.2f} TFLOP/s" if bare_seconds else ""))
+    print("  ceiling at the forward's FLOP rate: " + ", ".join(f"{k} {v:.2f}x" for k, v in ceilings.items()))
+    return ceilings
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -177,8 +220,10 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
     for key, seconds in results.items():
         print(f"  {key:18s} {seconds:8.3f} s   {tokens / seconds:12,.0f} tokens/s   "
               f"[{min(samples[key]):.3f} - {max(samples[key]):.3f} s]")
+    lengths = [len(x) for x in tokenizer(texts)["input_ids"]]
     for key in peaks:
         (errs, used) = errors[key]
+        print_flop_ceilings(config, lengths, used, results["bare"])
         print(f"  {key}: {results['bare'] / results[key]:.2f}x the bare forward's throughput"
               + (f", {results['released'] / results[key]:.2f}x the released algorithm's" if released else ""))
         if device.type == "cuda":
@@ -196,28 +241,40 @@ def main():
     parser.add_argument("--texts", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--min-len", type=int, default=32)
-    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--max-len", type=int, default=None, help="default 256 on a GPU, 128 on the CPU")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     parser.add_argument("--precisions", nargs="+", default=["auto"],
                         choices=["auto", "float32", "tf32x3", "split", "float64"])
     parser.add_argument("--skip-released", action="store_true")
     parser.add_argument("--marginal", nargs=2, type=int, metavar=("SMALL", "LARGE"),
                         help="steady-state throughput from two dataset sizes (no released, one precision)")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="print the matrix-product FLOP ceilings of each shape and exit (no model is built)")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     shapes = args.shapes or (["qwen2-0.5b", "llama3-8b"] if gpu else ["cpu-mid"])
     dtype = torch.bfloat16 if gpu else torch.float32
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 paths stay float32
+    max_len = args.max_len or (256 if gpu else 128)
+    if args.flops_only:
+        for name in shapes:
+            config = SHAPES[name]()
+            n_texts = args.texts or (512 if gpu else 48)
+            lengths = [len(t.split()) for t in random_texts(n_texts, args.min_len, max_len, 32000)]
+            for precision in ("float32", "split"):
+                print(f"== {name}, {n_texts} texts of {args.min_len}-{max_len} tokens, {precision} products")
+                print_flop_ceilings(config, lengths, precision)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     if args.marginal:
         for name in shapes:
             marginal(name, device, dtype, *args.marginal, args.batch_size or (32 if gpu else 16), args.min_len,
-                     args.max_len if gpu else min(args.max_len, 128), args.precisions[0])
+                     max_len, args.precisions[0])
         return
     for name in shapes:
         run_shape(name, device, dtype, args.texts or (512 if gpu else 48), args.batch_size or (32 if gpu else 16),
-                  args.min_len, args.max_len if gpu else min(args.max_len, 128), args.repeats, tuple(args.precisions),
+                  args.min_len, max_len, args.repeats, tuple(args.precisions),
                   not args.skip_released)
 
 

@@ -16,6 +16,8 @@ Exactness and speed:
   a low part, and the three products that matter are summed in float32 (the lo x lo term is
   below float32 resolution). The same code runs on the CPU (``precision="tf32x3"`` or
   ``"split"``), where the products are plain float32;
+* the loop reads nothing back from the device per batch (the NaN check runs one batch late), and
+  on a GPU the host memory for the result is faulted in by a background thread during the run;
 * a checkpoint every few batches lets a killed run resume with identical results;
 * ``shard=(i, n)`` takes every n-th batch, so n jobs cover a split and their moments merge
   exactly (:meth:`Moments.merge`); under ``torch.distributed`` each rank takes its own shard

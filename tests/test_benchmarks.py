@@ -1,0 +1,60 @@
+"""The FLOP counts that `benchmarks/extract.py` prints (and the book quotes), against PyTorch's
+own count of the matrix products each contender runs."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from ntps.extract import moments
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).parents[1] / "benchmarks" / "extract.py"
+    spec = importlib.util.spec_from_file_location("benchmark_extract", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def counted(fn) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("precision", ["float32", "split"])
+def test_matmul_flops_match_pytorchs_count(bench, precision):
+    config = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=300)
+    torch.manual_seed(0)
+    # split products are counted for a bf16 model, as on a GPU: its states need no split of their own
+    model = AutoModelForCausalLM.from_config(config).to(torch.float32 if precision == "float32"
+                                                        else torch.bfloat16).eval()
+    backbone = bench._backbone(model)
+    tokenizer = bench.number_tokenizer(300)
+    texts = bench.random_texts(5, 3, 20, 300)
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    predicted = bench.matmul_flops(config, lengths, precision)
+    # One text per pass: no padding, so every counted product belongs to real tokens. PyTorch's
+    # counter does not see the CPU attention kernel, so the forward is compared without it.
+    forward = sum(counted(lambda t=t: backbone(**tokenizer([t], return_tensors="pt"), output_hidden_states=True))
+                  for t in texts)
+    attention = config.num_hidden_layers * 4 * config.hidden_size * sum(T * (T + 1) / 2 for T in lengths)
+    assert forward == pytest.approx(predicted["forward"] - attention, rel=1e-12)
+    with_moments = counted(lambda: moments(model, tokenizer, texts, np.arange(5) % 2, batch_size=1,
+                                           precision=precision, progress=False))
+    # Per text and hidden state, moments also forms x x^T (2 d^2) and x y^T (2 d C), and its C1 product
+    # has one row fewer than its C0 product (2 d^2 less in float32, 4 d^2 with split products).
+    d, states, classes = config.hidden_size, config.num_hidden_layers + 1, 2
+    per_text_state = 2 * d * classes + (0 if precision == "float32" else -2 * d * d)
+    assert with_moments - forward == pytest.approx(predicted["moments"] + states * len(texts) * per_text_state,
+                                                   rel=1e-12)
+    released = counted(lambda: bench.released_pass(backbone, bench.padded_batches(tokenizer, texts, 1,
+                                                                                  torch.device("cpu"))))
+    assert released - forward == pytest.approx(predicted["released"], rel=1e-12)
