@@ -65,10 +65,14 @@ def excess_loss(sxx, sxy, V, *, rtol: float | None = None) -> float:
 
     Parameters
     ----------
-    sxx : (d, d) Sigma = (1/N) sum x x^T.
-    sxy : (d, C) = (1/N) sum x y^T.
-    V : (d, k) any encoder matrix (a 1-D array is one column).
-    rtol : relative tolerance (``ntps._linalg``).
+    sxx : array_like, shape (d, d)
+        Sigma = (1/N) sum x x^T.
+    sxy : array_like, shape (d, C)
+        (1/N) sum x y^T.
+    V : array_like, shape (d, k)
+        Any encoder matrix (a 1-D array is one column).
+    rtol : float, optional
+        Relative tolerance of the ranges and ranks (``ntps._linalg``).
 
     Notes
     -----

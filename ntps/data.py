@@ -1063,14 +1063,18 @@ def load(name: str, split: str, *, max_examples: int | str | None = None, seed: 
 
     Parameters
     ----------
-    name : an offline task (:data:`OFFLINE_SUITE`, from the cache: ``make setup`` fetches them) or
+    name : str
+        An offline task (:data:`OFFLINE_SUITE`, from the cache: ``make setup`` fetches them) or
         one of the paper's datasets (:data:`PAPER_DATASETS`, from the Hugging Face hub).
-    split : "train" or "test".
-    max_examples : None = the task's default cap (offline tasks: ``default_cap``, sized for the
-        CPU book; paper datasets: everything); "all" = everything; an int = that many, a
-        stratified subsample. Subsamples are deterministic for a seed, and nested across sizes.
-    seed : which subsample (the splits themselves are fixed).
-    root : the folder holding ``tasks/`` (default ``$NTPS_CACHE/data``); tests and the smoke
+    split : {"train", "test"}
+    max_examples : int, "all" or None
+        None: the task's default cap (offline tasks: ``default_cap``, sized for the CPU book;
+        paper datasets: everything); "all": everything; an int: that many, a stratified
+        subsample. Subsamples are deterministic for a seed, and nested across sizes.
+    seed : int
+        Which subsample (the splits themselves are fixed).
+    root : str or Path, optional
+        The folder holding ``tasks/`` (default ``$NTPS_CACHE/data``); tests and the smoke
         notebook point it at small stand-ins.
     """
     if name in OFFLINE_SUITE:

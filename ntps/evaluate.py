@@ -178,11 +178,15 @@ def correlations(x, y, *, methods: Sequence[str] = METHODS, n_boot: int = 2000, 
 
     Parameters
     ----------
-    x, y : (n,) paired values, one pair per dataset (e.g. NTPS and probe accuracy).
-    methods : any of "spearman", "kendall", "pearson".
-    n_boot : bootstrap resamples: n pairs drawn with replacement, the same draws for every method.
-    confidence : the interval's nominal coverage (percentiles ``(1 -+ confidence)/2``).
-    seed : of ``numpy.random.default_rng``; the result is deterministic.
+    x, y : array_like, shape (n,)
+        Paired values, one pair per dataset (e.g. NTPS and probe accuracy).
+    methods : sequence of {"spearman", "kendall", "pearson"}
+    n_boot : int
+        Bootstrap resamples: n pairs drawn with replacement, the same draws for every method.
+    confidence : float
+        The interval's nominal coverage (percentiles ``(1 -+ confidence)/2``).
+    seed : int
+        Seed of ``numpy.random.default_rng``; the result is deterministic.
 
     Returns
     -------

@@ -353,33 +353,51 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
 
     Parameters
     ----------
-    model, tokenizer : a causal LM and its tokenizer (``ntps.models.load``). Batches are padded on
-        the right internally; the tokenizer's ``padding_side`` does not change the result.
-    texts : N strings. labels : N integers in ``0..num_classes-1``.
-    num_classes : C; default ``max(labels) + 1``.
-    batch_size : texts per forward pass (texts are sorted by length, longest first).
-    max_length : truncate each text to this many tokens (special tokens included).
-    layers : hidden-state indices to keep (0 = embedding output); default all of them.
-    device, dtype : move/cast the model first; default: leave it where and as it is.
-    precision : how the products of prefix sums are formed: ``"auto"`` (``"split"`` on a GPU with
-        a bf16/fp16 model, else ``"float32"``); ``"float32"``; ``"split"`` (each float32 prefix sum
-        split into a bf16 high part and a bf16 low part, products on tensor cores with float32
-        output, rows in chunks); ``"tf32x3"`` (the same with TF32 parts); or ``"float64"``
-        (reference, slow). On the CPU the split modes run the same code in float32.
-    shard : ``(i, n)``: process every n-th batch starting at i; merge the n results with
+    model, tokenizer
+        A causal LM and its tokenizer (``ntps.models.load``). Batches are padded on the right
+        internally; the tokenizer's ``padding_side`` does not change the result.
+    texts : sequence of str, length N
+    labels : array_like of int, shape (N,)
+        Class indices in ``0..num_classes-1``.
+    num_classes : int, optional
+        C; default ``max(labels) + 1``.
+    batch_size : int
+        Texts per forward pass (texts are sorted by length, longest first).
+    max_length : int, optional
+        Truncate each text to this many tokens (special tokens included).
+    layers : sequence of int, optional
+        Hidden-state indices to keep (0 = embedding output); default all of them.
+    device, dtype : optional
+        Move or cast the model first; default: leave it where and as it is.
+    precision : {"auto", "float32", "split", "tf32x3", "float64"}
+        How the products of prefix sums are formed. ``"auto"``: ``"split"`` on a GPU with a
+        bf16/fp16 model, else ``"float32"``. ``"split"``: each float32 prefix sum split into a
+        bf16 high part and a bf16 low part, products on tensor cores with float32 output, rows in
+        chunks. ``"tf32x3"``: the same with TF32 parts. ``"float64"``: the reference, slow. On the
+        CPU the split modes run the same code in float32.
+    shard : tuple of int, optional
+        ``(i, n)``: process every n-th batch starting at i; merge the n results with
         ``Moments.merge``. Under an initialised ``torch.distributed`` the default is
         ``(rank, world_size)`` and the result is all-reduced.
-    checkpoint : a folder; partial sums are saved there every ``checkpoint_every`` batches and a
-        rerun with the same inputs resumes from them (and returns at once when complete).
-    metadata : extra provenance to record (for example ``{"dataset": ..., "split": ...}``).
-    return_features : also return the mean-pooled features x_i of every chosen layer, from the
-        same forward pass, as a float32 array [N, L, d] in the order of ``texts`` (for probes).
-        Not combinable with ``shard`` or ``checkpoint``.
+    checkpoint : str or Path, optional
+        A folder; partial sums are saved there every ``checkpoint_every`` batches, and a rerun
+        with the same inputs resumes from them (and returns at once when complete).
+    checkpoint_every : int
+        Batches between checkpoints.
+    progress : bool
+        Show a progress bar with tokens per second and the time left.
+    metadata : dict, optional
+        Extra provenance to record (for example ``{"dataset": ..., "split": ...}``).
+    return_features : bool
+        Also return the mean-pooled features x_i of every chosen layer, from the same forward
+        pass, as a float32 array [N, L, d] in the order of ``texts`` (for probes). Not
+        combinable with ``shard`` or ``checkpoint``.
 
     Returns
     -------
-    Moments with sums over the texts of this shard, for the chosen layers; with
-    ``return_features``, the pair ``(moments, features)``.
+    Moments
+        Sums over the texts of this shard, for the chosen layers; with ``return_features``, the
+        pair ``(moments, features)``.
     """
     texts, labels, num_classes = _check_inputs(texts, labels, num_classes)
     if precision not in PRECISIONS:

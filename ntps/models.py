@@ -186,23 +186,32 @@ def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=
 
     Parameters
     ----------
-    name_or_path : an offline name (see :data:`OFFLINE_MODELS`), a tiny random test model
-        (``"tiny-llama"``, ``"tiny-gpt2"``), a local folder or ``.gguf`` file, or a hub id ``"org/name"``.
-    revision : hub revision (branch, tag or commit) to pin; ignored for local paths.
-    dtype : ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"`` or a ``torch.dtype``;
-        default float32 (the checkpoint's own dtype with ``"auto"``).
-    device : where to put the model (``"cpu"``, ``"cuda"``, ...); default: leave it on the CPU.
-    trust_remote_code : run model code shipped on the hub (needed by some models, e.g. OpenELM).
-        Off unless you turn it on.
-    tokenizer : a hub id or local folder to take the tokenizer from, for a model saved without
-        one; default: the model's own, or for a hub model listed in :data:`PAIRED_TOKENIZERS` (OpenELM)
-        the tokenizer its authors name. Never loaded with remote code.
-    hub_timeout : seconds to wait for the hub before concluding the machine is offline.
+    name_or_path : str or PathLike
+        An offline name (see :data:`OFFLINE_MODELS`), a tiny random test model (``"tiny-llama"``,
+        ``"tiny-gpt2"``), a local folder or ``.gguf`` file, or a hub id ``"org/name"``.
+    revision : str, optional
+        Hub revision (branch, tag or commit) to pin; ignored for local paths.
+    dtype : str or torch.dtype, optional
+        ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``; default float32 (the
+        checkpoint's own dtype with ``"auto"``).
+    device : str or torch.device, optional
+        Where to put the model (``"cpu"``, ``"cuda"``, ...); default: leave it on the CPU.
+    trust_remote_code : bool
+        Run model code shipped on the hub (needed by some models, e.g. OpenELM). Off unless you
+        turn it on.
+    tokenizer : str or PathLike, optional
+        A hub id or local folder to take the tokenizer from, for a model saved without one;
+        default: the model's own, or for a hub model listed in :data:`PAIRED_TOKENIZERS`
+        (OpenELM) the tokenizer its authors name. Never loaded with remote code.
+    hub_timeout : float
+        Seconds to wait for the hub before concluding the machine is offline.
 
     Returns
     -------
-    model : the ``AutoModelForCausalLM`` in eval mode, ``config.pad_token_id`` set.
-    tokenizer : its tokenizer, with a pad token (the end-of-text token where it had none).
+    model : transformers.PreTrainedModel
+        The ``AutoModelForCausalLM`` in eval mode, ``config.pad_token_id`` set.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Its tokenizer, with a pad token (the end-of-text token where it had none).
     """
     dtype = _resolve_dtype(dtype) or torch.float32
     text = str(name_or_path)

@@ -212,14 +212,19 @@ def whitened_targets(sxx, sxy, *, rtol: float | None = None) -> WhitenedTargets:
 
     Parameters
     ----------
-    sxx : (d, d) perception second moment Sigma.
-    sxy : (d, C) feature-label cross moment.
-    rtol : relative tolerance of the range of Sigma and of the rank of M (see ``ntps._linalg``).
+    sxx : array_like, shape (d, d)
+        The perception second moment Sigma.
+    sxy : array_like, shape (d, C)
+        The feature-label cross moment.
+    rtol : float, optional
+        Relative tolerance of the range of Sigma and of the rank of M (see ``ntps._linalg``).
 
     Returns
     -------
-    WhitenedTargets(matrix (d, C), left (d, r), singular_values (r,), rank r). ``Sigma^{-1/2}`` is
-    the pseudo-inverse square root on the eigen-directions with ``w > rtol * w_max``.
+    WhitenedTargets
+        ``matrix`` (d, C), ``left`` (d, r), ``singular_values`` (r,) and ``rank`` r.
+        ``Sigma^{-1/2}`` is the pseudo-inverse square root on the eigen-directions with
+        ``w > rtol * w_max``.
     """
     sxx_, sxy_, rtol = _check_perception(sxx, sxy, rtol)
     bk = la.NumpyBackend()
@@ -294,8 +299,15 @@ def ntps_of_encoder(sxx, sxy, V, k_u: int | None = None, *, rtol: float | None =
 
     Parameters
     ----------
-    sxx : (d, d) Sigma.   sxy : (d, C).   V : (d, k) encoder (any k >= 1, any scaling).
-    k_u : number of singular directions of M in Q, in [1, r]; defaults to r = rank(M).
+    sxx : array_like, shape (d, d)
+        Sigma.
+    sxy : array_like, shape (d, C)
+    V : array_like, shape (d, k)
+        The encoder (any k >= 1, any scaling).
+    k_u : int, optional
+        Number of singular directions of M in Q, in [1, r]; defaults to r = rank(M).
+    rtol : float, optional
+        Relative tolerance (``ntps._linalg``).
 
     Notes
     -----
@@ -333,10 +345,14 @@ def ntps(sxx, sxy, c0, c1, k_v: int, k_u: int | None = None, *, rtol: float | No
 
     Parameters
     ----------
-    sxx, sxy, c0, c1 : the layer's moments, shapes (d, d), (d, C), (d, d), (d, d) (module docstring).
-    k_v : in [1, d_eff], d_eff = rank of c0.
-    k_u : in [1, r], r = rank(M) <= C; defaults to r (the theorem's choice).
-    rtol : relative tolerance (``ntps._linalg``).
+    sxx, sxy, c0, c1 : array_like
+        The layer's moments, shapes (d, d), (d, C), (d, d), (d, d) (module docstring).
+    k_v : int
+        In [1, d_eff], d_eff = rank of c0.
+    k_u : int, optional
+        In [1, r], r = rank(M) <= C; defaults to r (the theorem's choice).
+    rtol : float, optional
+        Relative tolerance (``ntps._linalg``).
 
     Notes
     -----
