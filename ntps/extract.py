@@ -44,6 +44,16 @@ __all__ = ["moments", "plan_batches", "NonFiniteStatesError"]
 PRECISIONS = ("auto", "float32", "tf32x3", "split", "float64")
 
 
+def _auto_precision(device: torch.device, model_dtype: torch.dtype) -> str:
+    """``"split"`` on a GPU with bf16 tensor cores (compute capability 8.0 or newer: A100, H100,
+    H200...) running a bf16/fp16 model, else ``"float32"``. On an H200, split products ran faster
+    and closer to float64 than tf32x3; an older GPU (a T4, say) has no bf16 tensor cores, and its
+    split products would fall back to float32 products twice the size of the plain ones."""
+    if device.type != "cuda" or model_dtype not in (torch.bfloat16, torch.float16):
+        return "float32"
+    return "split" if torch.cuda.get_device_capability(device) >= (8, 0) else "float32"
+
+
 class NonFiniteStatesError(FloatingPointError):
     """A hidden state was NaN or infinite."""
 
@@ -370,8 +380,8 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     device, dtype : optional
         Move or cast the model first; default: leave it where and as it is.
     precision : {"auto", "float32", "split", "tf32x3", "float64"}
-        How the products of prefix sums are formed. ``"auto"``: ``"split"`` on a GPU with a
-        bf16/fp16 model, else ``"float32"``. ``"split"``: each float32 prefix sum split into a
+        How the products of prefix sums are formed. ``"auto"``: ``"split"`` on a GPU with bf16
+        tensor cores (compute capability 8.0 or newer) and a bf16/fp16 model, else ``"float32"``. ``"split"``: each float32 prefix sum split into a
         bf16 high part and a bf16 low part, products on tensor cores with float32 output, rows in
         chunks. ``"tf32x3"``: the same with TF32 parts. ``"float64"``: the reference, slow. On the
         CPU the split modes run the same code in float32.
@@ -416,9 +426,7 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     parameter = next(model.parameters())
     run_device, model_dtype = parameter.device, parameter.dtype
     if precision == "auto":
-        # On an H200, split (bf16 parts) ran faster and closer to float64 than tf32x3.
-        precision = "split" if run_device.type == "cuda" and model_dtype in (torch.bfloat16, torch.float16) \
-            else "float32"
+        precision = _auto_precision(run_device, model_dtype)
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if shard is None and distributed:

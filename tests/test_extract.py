@@ -285,3 +285,16 @@ def test_features_from_the_same_pass_equal_mean_pooling(tiny_llama):
     np.testing.assert_allclose(result.layer(2)["sxx"], second_moment, rtol=0, atol=1e-6 * np.abs(second_moment).max())
     with pytest.raises(ValueError, match="cannot be combined with shard"):
         moments(model, tokenizer, TEXTS, LABELS, shard=(0, 2), return_features=True, progress=False)
+
+
+def test_auto_precision_uses_split_products_only_where_bf16_tensor_cores_exist(monkeypatch):
+    from ntps.extract import _auto_precision
+
+    capability = {"value": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability["value"])
+    gpu = torch.device("cuda", 0)  # a device object needs no GPU
+    assert _auto_precision(gpu, torch.bfloat16) == _auto_precision(gpu, torch.float16) == "split"
+    assert _auto_precision(gpu, torch.float32) == "float32"
+    capability["value"] = (7, 5)  # a T4, Colab's usual GPU
+    assert _auto_precision(gpu, torch.float16) == "float32"
+    assert _auto_precision(torch.device("cpu"), torch.bfloat16) == "float32"
