@@ -175,7 +175,7 @@ def build(name, device, dtype, n_texts, min_len, max_len):
 
 
 def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeats, precisions=("auto",),
-              released=True):
+              released=True, overlap=False):
     config, model, tokenizer, texts, labels, backbone = build(name, device, dtype, n_texts, min_len, max_len)
     tokens = sum(len(x) for x in tokenizer(texts)["input_ids"])
 
@@ -186,6 +186,9 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
                 progress=False)
     if released:
         released_pass(backbone, padded_batches(tokenizer, warm, batch_size, device))
+    if overlap:
+        moments(model, tokenizer, warm, labels[:batch_size], batch_size=batch_size, precision=precisions[0],
+                progress=False, overlap=True)
 
     batches = list(padded_batches(tokenizer, texts, batch_size, device))
     # The contenders take turns, `repeats` rounds, and each is reported by its median: on a shared
@@ -196,6 +199,9 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
         key = "moments" if len(precisions) == 1 else f"moments[{precision}]"
         contenders[key] = (lambda p=precision: moments(model, tokenizer, texts, labels, batch_size=batch_size,
                                                         precision=p, progress=False))
+    if overlap:  # the first precision, its accumulation on a second CUDA stream
+        contenders["moments[overlap]"] = lambda: moments(model, tokenizer, texts, labels, batch_size=batch_size,
+                                                         precision=precisions[0], progress=False, overlap=True)
     if released:
         contenders["released"] = lambda: released_pass(backbone, batches)
     samples = {key: [] for key in contenders}
@@ -210,6 +216,7 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
     results = {key: float(np.median(times)) for key, times in samples.items()}
     peak_bare = peaks.pop("bare")
     peaks.pop("released", None)
+    peak_overlap = peaks.pop("moments[overlap]", None)
     errors = {key: relative_error(model, tokenizer, texts[:batch_size], device, precision)
               for key, precision in zip(peaks, precisions)}
 
@@ -229,6 +236,20 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
         if device.type == "cuda":
             print(f"    peak GPU memory: bare {peak_bare / 2**30:.2f} GiB, moments {peaks[key] / 2**30:.2f} GiB")
         print(f"    relative error vs float64 ({used}): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    if overlap:
+        print(f"  moments[overlap]: {results['bare'] / results['moments[overlap]']:.2f}x the bare forward's throughput, "
+              f"{results[next(iter(peaks))] / results['moments[overlap]']:.2f}x moments without overlap"
+              + (f"; peak GPU memory {peak_overlap / 2**30:.2f} GiB" if device.type == "cuda" else ""))
+        # Several batches, so that batches really overlap: the sums must match the plain run.
+        subset, subset_labels = texts[:4 * batch_size], labels[:4 * batch_size]
+        a = moments(model, tokenizer, subset, subset_labels, batch_size=batch_size, precision=precisions[0],
+                    progress=False)
+        b = moments(model, tokenizer, subset, subset_labels, batch_size=batch_size, precision=precisions[0],
+                    progress=False, overlap=True)
+        gaps = {name: float(np.abs(getattr(a, name) - getattr(b, name)).max() / np.abs(getattr(a, name)).max())
+                for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh")}
+        print("    overlap vs not, 4 batches, max difference / max entry: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items()))
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -246,6 +267,8 @@ def main():
     parser.add_argument("--precisions", nargs="+", default=["auto"],
                         choices=["auto", "float32", "tf32x3", "split", "float64"])
     parser.add_argument("--skip-released", action="store_true")
+    parser.add_argument("--overlap", action="store_true",
+                        help="also time moments(overlap=True) (CUDA only) and compare its sums with the plain run")
     parser.add_argument("--marginal", nargs=2, type=int, metavar=("SMALL", "LARGE"),
                         help="steady-state throughput from two dataset sizes (no released, one precision)")
     parser.add_argument("--flops-only", action="store_true",
@@ -275,7 +298,7 @@ def main():
     for name in shapes:
         run_shape(name, device, dtype, args.texts or (512 if gpu else 48), args.batch_size or (32 if gpu else 16),
                   args.min_len, max_len, args.repeats, tuple(args.precisions),
-                  not args.skip_released)
+                  not args.skip_released, args.overlap)
 
 
 

@@ -311,6 +311,47 @@ class _Accumulator:
         self.n_texts, self.n_pairs = saved.n_texts, saved.n_pairs
 
 
+class _SideStream:
+    """A second CUDA stream for the accumulation, so that one batch's products can overlap the next
+    batch's forward pass. Every hand-over between the two streams goes through this class.
+
+    * ``run(*inputs)``: the side stream first waits for the main stream (the states are ready);
+      the inputs are marked as in use by the side stream, so that the allocator does not hand
+      their memory to the next forward pass before the side work is done; the body is queued on
+      the side stream.
+    * ``mark()``: an event at the end of the side work queued so far (the host waits on it before
+      reading a batch's finiteness flags).
+    * ``join()``: the main stream waits for all side work (before the sums or features are read).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+
+    @contextlib.contextmanager
+    def run(self, *inputs: torch.Tensor):
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        for tensor in inputs:
+            tensor.record_stream(self.stream)
+        with torch.cuda.stream(self.stream):
+            yield
+
+    def mark(self):
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+    def join(self) -> None:
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+
+def _side_stream(device: torch.device) -> _SideStream:
+    if device.type != "cuda":
+        raise ValueError(f"overlap=True runs the accumulation on a second CUDA stream; the model is on {device}. "
+                         "Leave overlap=False on other devices")
+    return _SideStream(device)
+
+
 # -- the model -------------------------------------------------------------------------------
 def _backbone(model):
     """The transformer without its LM head: hidden states are all we need, logits are wasted work."""
@@ -358,7 +399,7 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
             batch_size: int = 16, max_length: int | None = None, layers: Sequence[int] | None = None,
             device=None, dtype=None, precision: str = "auto", shard: tuple[int, int] | None = None,
             checkpoint: str | Path | None = None, checkpoint_every: int = 50, progress: bool = True,
-            metadata: dict | None = None, return_features: bool = False):
+            metadata: dict | None = None, return_features: bool = False, overlap: bool = False):
     """Accumulate sxx, sxy, c0, c1 of every chosen layer over ``texts`` in one forward pass.
 
     Parameters
@@ -402,6 +443,10 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
         Also return the mean-pooled features x_i of every chosen layer, from the same forward
         pass, as a float32 array [N, L, d] in the order of ``texts`` (for probes). Not
         combinable with ``shard`` or ``checkpoint``.
+    overlap : bool
+        CUDA only, experimental: accumulate each batch on a second stream while the next batch's
+        forward pass runs. It forms the same products in the same order as without it; whether it
+        is faster has not been measured yet (``benchmarks/extract.py --overlap`` measures both).
 
     Returns
     -------
@@ -481,29 +526,39 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, disable=not progress,
                desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
     features = np.full((len(texts), len(chosen), d), np.nan, dtype=np.float32) if return_features else None
-    pending = None  # (finite flags, batch) not yet read back
+    side = _side_stream(run_device) if overlap else None
+    pending = None  # (finite flags, batch, event) not yet read back
     for number in range(start_batch, len(batches)):
         batch = batches[number]
         ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
         states = _forward_states(backbone, ids, mask)
         pooled = torch.empty((len(batch), len(chosen), d), dtype=torch.float64, device=run_device) \
             if return_features else None
-        finite = accumulator.add_batch(states, chosen, mask.sum(dim=1), onehot_all[batch].to(run_device), precision,
-                                       pooled_out=pooled)
+        inputs = (mask.sum(dim=1), onehot_all[batch].to(run_device))
+        with side.run(*states, *inputs, *(() if pooled is None else (pooled,))) if side else contextlib.nullcontext():
+            finite = accumulator.add_batch(states, chosen, *inputs, precision, pooled_out=pooled)
+        done = side.mark() if side else None
+        del states  # with overlap, the memory waits for the side stream (record_stream), not for us
         if pooled is not None:
+            if side:
+                side.join()
             features[batch] = pooled.float().cpu().numpy()
         # The finiteness of a batch is read back one batch late, once the next batch's work is
         # queued, so the GPU never waits for the host; a checkpoint or the result checks it first.
         if pending is not None:
             _raise_if_non_finite(*pending, chosen, info)
-        pending = (finite, batch)
+        pending = (finite, batch, done)
         bar.update(int(sum(lengths[i] for i in batch)))
         if checkpoint is not None and ((number + 1) % checkpoint_every == 0 or number + 1 == len(batches)):
             _raise_if_non_finite(*pending, chosen, info)
             pending = None
+            if side:
+                side.join()
             _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), fingerprint, number + 1)
     if pending is not None:
         _raise_if_non_finite(*pending, chosen, info)
+    if side:
+        side.join()
     bar.close()
 
     if distributed:
@@ -517,7 +572,9 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     return (result, features) if return_features else result
 
 
-def _raise_if_non_finite(finite: torch.Tensor, batch: np.ndarray, chosen: list[int], info: dict) -> None:
+def _raise_if_non_finite(finite: torch.Tensor, batch: np.ndarray, done, chosen: list[int], info: dict) -> None:
+    if done is not None:  # written on the side stream: wait for that batch's work, not for all of it
+        done.synchronize()
     if bool(finite.all()):
         return
     bad = [chosen[slot] for slot in torch.nonzero(~finite).flatten().tolist()]

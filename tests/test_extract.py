@@ -1,5 +1,6 @@
 """Moments from the streaming extractor against a per-text float64 loop, and its guarantees."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -298,3 +299,86 @@ def test_auto_precision_uses_split_products_only_where_bf16_tensor_cores_exist(m
     capability["value"] = (7, 5)  # a T4, Colab's usual GPU
     assert _auto_precision(gpu, torch.float16) == "float32"
     assert _auto_precision(torch.device("cpu"), torch.bfloat16) == "float32"
+
+
+class _FakeSideStream:
+    """Stands in for extract._SideStream on the CPU and logs the hand-overs between streams."""
+
+    def __init__(self, log):
+        self.log, self.inside = log, False
+
+    @contextlib.contextmanager
+    def run(self, *inputs):
+        self.log.append(("run", len(inputs)))
+        self.inside = True
+        yield
+        self.inside = False
+
+    def mark(self):
+        log = self.log
+        index = sum(1 for entry in log if entry[0] == "mark")
+        log.append(("mark", index))
+
+        class Event:
+            def synchronize(self):
+                log.append(("synchronize", index))
+
+        return Event()
+
+    def join(self):
+        self.log.append(("join",))
+
+
+@pytest.mark.parametrize("features", [False, True])
+def test_overlap_hands_over_between_streams_in_order(tiny_llama, tmp_path, monkeypatch, features):
+    # The CUDA side stream cannot run here; a fake one checks the protocol the GPU relies on: the
+    # accumulation runs inside the side stream with every state and input handed over, each batch's
+    # flags are read only after its event, and nothing reads the sums or features before a join.
+    import ntps.extract as extract
+
+    model, tokenizer = tiny_llama
+    plain = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, return_features=features)
+    log = []
+    side = _FakeSideStream(log)
+    monkeypatch.setattr(extract, "_side_stream", lambda device: side)
+    add_batch, to_moments = extract._Accumulator.add_batch, extract._Accumulator.to_moments
+
+    def logged_add_batch(self, *args, **kwargs):
+        assert side.inside, "the accumulation must be queued on the side stream"
+        log.append(("add_batch",))
+        return add_batch(self, *args, **kwargs)
+
+    def logged_to_moments(self, *args, **kwargs):
+        log.append(("to_moments",))
+        return to_moments(self, *args, **kwargs)
+
+    monkeypatch.setattr(extract._Accumulator, "add_batch", logged_add_batch)
+    monkeypatch.setattr(extract._Accumulator, "to_moments", logged_to_moments)
+    kwargs = {"return_features": True} if features else {"checkpoint": tmp_path / "ckpt", "checkpoint_every": 2}
+    overlapped = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, overlap=True, **kwargs)
+    if features:
+        overlapped, overlapped_features = overlapped
+        plain, plain_features = plain
+        np.testing.assert_array_equal(overlapped_features, plain_features)
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        np.testing.assert_array_equal(getattr(overlapped, name), getattr(plain, name))
+
+    states = model.config.num_hidden_layers + 1
+    runs = [entry for entry in log if entry[0] == "run"]
+    assert len(runs) == 4 and all(n == states + 2 + features for _, n in runs)  # states, lengths, labels[, pooled]
+    marks = [entry[1] for entry in log if entry[0] == "mark"]
+    synced = [entry[1] for entry in log if entry[0] == "synchronize"]
+    assert sorted(synced) == marks == [0, 1, 2, 3]  # every batch's flags read after its own event
+    for position, entry in enumerate(log):
+        if entry[0] == "to_moments":
+            last_side = [e for e in log[:position] if e[0] in ("run", "join")][-1]
+            assert last_side == ("join",), "the sums were read before the side stream was joined"
+    assert sum(entry[0] == "to_moments" for entry in log) == (1 if features else 2 + 1)
+    if features:  # each batch's features are copied after a join
+        assert sum(entry[0] == "join" for entry in log) >= 4
+
+
+def test_overlap_needs_a_cuda_device(tiny_llama):
+    model, tokenizer = tiny_llama
+    with pytest.raises(ValueError, match="second CUDA stream.*overlap=False"):
+        moments(model, tokenizer, TEXTS[:2], LABELS[:2], progress=False, overlap=True)
