@@ -422,10 +422,11 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
         Move or cast the model first; default: leave it where and as it is.
     precision : {"auto", "float32", "split", "tf32x3", "float64"}
         How the products of prefix sums are formed. ``"auto"``: ``"split"`` on a GPU with bf16
-        tensor cores (compute capability 8.0 or newer) and a bf16/fp16 model, else ``"float32"``. ``"split"``: each float32 prefix sum split into a
-        bf16 high part and a bf16 low part, products on tensor cores with float32 output, rows in
-        chunks. ``"tf32x3"``: the same with TF32 parts. ``"float64"``: the reference, slow. On the
-        CPU the split modes run the same code in float32.
+        tensor cores (compute capability 8.0 or newer) and a bf16/fp16 model, else ``"float32"``.
+        ``"split"``: each float32 prefix sum split into a bf16 high part and a bf16 low part,
+        products on tensor cores with float32 output, rows in chunks. ``"tf32x3"``: the same with
+        TF32 parts. ``"float64"``: the reference, slow. On the CPU the split modes run the same
+        code in float32.
     shard : tuple of int, optional
         ``(i, n)``: process every n-th batch starting at i; merge the n results with
         ``Moments.merge``. Under an initialised ``torch.distributed`` the default is
@@ -445,8 +446,10 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
         combinable with ``shard`` or ``checkpoint``.
     overlap : bool
         CUDA only, experimental: accumulate each batch on a second stream while the next batch's
-        forward pass runs. It forms the same products in the same order as without it; whether it
-        is faster has not been measured yet (``benchmarks/extract.py --overlap`` measures both).
+        forward pass runs. It forms the same products in the same order as without it, and holds
+        the hidden states of two batches at once. Whether it is faster has not been measured yet
+        (``benchmarks/extract.py --overlap`` measures both). With ``return_features`` each batch
+        waits for its features, so little overlaps.
 
     Returns
     -------
