@@ -750,8 +750,9 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     Notes
     -----
 
-    The cache key holds the model name, revision, tokenizer (when given), dtype, task, caps, data seed, a hash of the texts
-    and labels, ``max_length``, every training setting, the layers and ``ntps.__version__``.
+    The cache key holds the model name, revision, tokenizer (when given), dtype, task, caps, data
+    seed, a hash of the texts and labels, ``max_length``, every training setting, the layers and
+    ``ntps.__version__``.
     """
     from . import data
     from .cache import atomic_file, cache_dir
