@@ -473,6 +473,9 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     model.eval()
     parameter = next(model.parameters())
     run_device, model_dtype = parameter.device, parameter.dtype
+    if run_device.type == "mps":
+        raise ValueError("the moments are summed in float64 on the model's device, and Apple's MPS has no float64: "
+                         "run the extraction on the CPU (device='cpu') or a CUDA GPU")
     if precision == "auto":
         precision = _auto_precision(run_device, model_dtype)
 

@@ -382,3 +382,17 @@ def test_overlap_needs_a_cuda_device(tiny_llama):
     model, tokenizer = tiny_llama
     with pytest.raises(ValueError, match="second CUDA stream.*overlap=False"):
         moments(model, tokenizer, TEXTS[:2], LABELS[:2], progress=False, overlap=True)
+
+
+def test_a_model_on_apple_mps_is_refused_with_the_fix(tiny_llama):
+    # MPS tensors cannot be made on this machine; a stand-in model reports its parameters there.
+    model, tokenizer = tiny_llama
+
+    class OnMps(torch.nn.Module):
+        config = model.config
+
+        def parameters(self, recurse=True):
+            yield type("Parameter", (), {"device": torch.device("mps"), "dtype": torch.float32})()
+
+    with pytest.raises(ValueError, match="MPS has no float64.*device='cpu'"):
+        moments(OnMps(), tokenizer, TEXTS[:2], LABELS[:2], progress=False)
