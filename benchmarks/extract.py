@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
-from ntps.extract import _backbone, moments, plan_batches
+from ntps.extract import _EXACT_STATES, _backbone, moments, plan_batches
 
 SHAPES = {
     "cpu-mid": lambda: LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
@@ -53,15 +53,26 @@ def random_texts(n: int, min_len: int, max_len: int, vocab: int, seed: int = 0) 
     return [" ".join(map(str, rng.integers(0, vocab - 1, size=rng.integers(min_len, max_len + 1)))) for _ in range(n)]
 
 
-def matmul_flops(config, lengths, precision: str) -> dict[str, float]:
+def moments_flops_per_token(d: int, precision: str, states_dtype: torch.dtype) -> int:
+    """C0's and C1's products per token and hidden state, as ``ntps.extract`` forms them: 4 d^2 in
+    float32 or float64 (S^T S and S_{:-1}^T H_{1:}); with split products 8 d^2 when the states are
+    exact in the split format (the high and low parts of S stacked, times S or H), 12 d^2 when the
+    states must be split too (C1 becomes [S_hi S_lo]^T [H_hi H_lo])."""
+    if precision in ("float32", "float64"):
+        return 4 * d * d
+    return 8 * d * d if states_dtype in _EXACT_STATES[precision] else 12 * d * d
+
+
+def matmul_flops(config, lengths, precision: str, states_dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
     """Matrix-product FLOPs of the three contenders over texts of the given token lengths.
 
     forward  : the backbone's projections (attention q, k, v, o and the gated MLP) for every token
                and layer, plus causal attention scores and values (4 q T(T+1)/2 per text and layer);
-    moments  : per token and hidden state, C0's and C1's shares: 4 d^2 in float32 (S^T S and
-               S_{:-1}^T H_{1:}), 8 d^2 with split products (the high and low parts of S stacked);
-    released : per text and hidden state, 4 d^2 T + 6 d T (T - 1) (the products through the
-               triangular and shift matrices, in the order the released algorithm forms them).
+    moments  : per token and hidden state, :func:`moments_flops_per_token` (``states_dtype``: the
+               model's dtype);
+    released : per text of T >= 2 tokens and hidden state, 4 d^2 T + 6 d T (T - 1) (the products
+               through the triangular and shift matrices, in the order the released algorithm forms
+               them; it skips one-token texts).
     Norms, activations, rotary embeddings and the pooled features are left out: they are not
     matrix products, and the pooled features cost O(d^2) per text, not per token.
     """
@@ -73,8 +84,9 @@ def matmul_flops(config, lengths, precision: str) -> dict[str, float]:
     tokens, causal_pairs = T.sum(), (T * (T + 1) / 2).sum()
     forward = layers * (per_token_layer * tokens + 4 * q * causal_pairs)
     states = layers + 1
-    moments_flops = states * (4 if precision == "float32" else 8) * d * d * tokens
-    released = states * (4 * d * d * tokens + 6 * d * (T * (T - 1)).sum())
+    moments_flops = states * moments_flops_per_token(d, precision, states_dtype) * tokens
+    paired = T[T >= 2]
+    released = states * (4 * d * d * paired.sum() + 6 * d * (paired * (paired - 1)).sum())
     return {"forward": forward, "moments": moments_flops, "released": released}
 
 
@@ -86,8 +98,8 @@ def flop_ceilings(flops: dict[str, float]) -> dict[str, float]:
             "moments / released": (forward + released) / (forward + extra)}
 
 
-def print_flop_ceilings(config, lengths, precision, bare_seconds=None):
-    flops = matmul_flops(config, lengths, precision)
+def print_flop_ceilings(config, lengths, precision, states_dtype, bare_seconds=None):
+    flops = matmul_flops(config, lengths, precision, states_dtype)
     ceilings = flop_ceilings(flops)
     print(f"  matrix-product FLOPs: forward {flops['forward']:.3g}, moments' products ({precision}) "
           f"{flops['moments']:.3g}, released {flops['released']:.3g}"
@@ -230,7 +242,7 @@ def run_shape(name, device, dtype, n_texts, batch_size, min_len, max_len, repeat
     lengths = [len(x) for x in tokenizer(texts)["input_ids"]]
     for key in peaks:
         (errs, used) = errors[key]
-        print_flop_ceilings(config, lengths, used, results["bare"])
+        print_flop_ceilings(config, lengths, used, dtype, results["bare"])
         print(f"  {key}: {results['bare'] / results[key]:.2f}x the bare forward's throughput"
               + (f", {results['released'] / results[key]:.2f}x the released algorithm's" if released else ""))
         if device.type == "cuda":
@@ -286,8 +298,9 @@ def main():
             n_texts = args.texts or (512 if gpu else 48)
             lengths = [len(t.split()) for t in random_texts(n_texts, args.min_len, max_len, 32000)]
             for precision in ("float32", "split"):
-                print(f"== {name}, {n_texts} texts of {args.min_len}-{max_len} tokens, {precision} products")
-                print_flop_ceilings(config, lengths, precision)
+                print(f"== {name} ({str(dtype).removeprefix('torch.')} states), {n_texts} texts of "
+                      f"{args.min_len}-{max_len} tokens, {precision} products")
+                print_flop_ceilings(config, lengths, precision, dtype)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     if args.marginal:

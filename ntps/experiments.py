@@ -48,6 +48,7 @@ __all__ = [
     "ModelSource",
     "random_init",
     "statistics_key",
+    "tokenizer_key",
     "task_statistics",
     "k_fraction_grid",
     "ntps_table",
@@ -184,8 +185,17 @@ def _data_fingerprint(texts: Sequence[str], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def tokenizer_key(tokenizer) -> str | None:
+    """How a ``tokenizer=`` source enters a cache key: a local folder by its absolute path (so that
+    two spellings of one folder share a key), anything else (a hub id) as given."""
+    if tokenizer is None:
+        return None
+    path = Path(str(tokenizer)).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(tokenizer)
+
+
 def _check_source_tokenizer(model, tokenizer) -> None:
-    if isinstance(model, ModelSource) and model.tokenizer != (None if tokenizer is None else str(tokenizer)):
+    if isinstance(model, ModelSource) and tokenizer_key(model.tokenizer) != tokenizer_key(tokenizer):
         raise ValueError(f"the ModelSource takes its tokenizer from {model.tokenizer or 'the model'}, but tokenizer="
                          f"{tokenizer!r} was asked for: the cache would be keyed wrongly")
 
@@ -256,7 +266,8 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
         How the model loads (dtype and revision are in the key).
     tokenizer : str, optional
         A hub id or folder to take the tokenizer from (``ntps.models.load``'s ``tokenizer=``);
-        in the key when given, since other token ids give other statistics.
+        in the key when given, since other token ids give other statistics. With an explicit
+        ``(model, tokenizer)`` pair it only names the key, and must be the pair's tokenizer.
     init, seed
         "pretrained", or "random" for the random-initialisation control with this seed.
     layers : list of int, optional
@@ -297,7 +308,7 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
         "ntps_version": __version__,
     }
     if tokenizer is not None:  # only when given, so that existing keys stay valid
-        settings["tokenizer"] = str(tokenizer)
+        settings["tokenizer"] = tokenizer_key(tokenizer)
     key = statistics_key(settings)
     folder = _entry_folder(settings, key)
     if not refresh:

@@ -16,8 +16,11 @@ Exactness and speed:
   a low part, and the three products that matter are summed in float32 (the lo x lo term is
   below float32 resolution). The same code runs on the CPU (``precision="tf32x3"`` or
   ``"split"``), where the products are plain float32;
-* the loop reads nothing back from the device per batch (the NaN check runs one batch late), and
-  on a GPU the host memory for the result is faulted in by a background thread during the run;
+* the host does not wait for the GPU at every batch (inputs go through pinned memory, and each
+  batch's NaN flags are read one batch late), and on a GPU the host memory for the result is
+  faulted in by a background thread during the run;
+* padded positions are zeroed before anything else, so that an inf there (fp16 overflow on a pad
+  token) cannot reach the sums;
 * a checkpoint every few batches lets a killed run resume with identical results;
 * ``shard=(i, n)`` takes every n-th batch, so n jobs cover a split and their moments merge
   exactly (:meth:`Moments.merge`); under ``torch.distributed`` each rank takes its own shard
@@ -275,10 +278,14 @@ class _Accumulator:
         # Right padding: a text's prefix sums at its real positions never see padding. A pair
         # (s_t, h_{t+1}) is valid for positions t < length - 1; every other row is zeroed.
         pair_rows = (positions[None, :] < (lengths[:, None] - 1)).reshape(-1, 1)
+        padding = (positions[None, :] >= lengths[:, None])[:, :, None]  # [B, T, 1]
         last_real = (lengths - 1).clamp(min=0)
         finite = torch.ones(len(layers), dtype=torch.bool, device=lengths.device)
         for slot, layer in enumerate(layers):
-            hidden = states[layer]
+            # Padded positions are zeroed in place (the states are this batch's own): their values
+            # never count, but an inf there (fp16 overflow on a pad token) would turn the zero rows
+            # of the C1 product into NaN (0 * inf).
+            hidden = states[layer].masked_fill_(padding, 0)
             prefix = torch.cumsum(hidden, dim=1, dtype=torch.float32)  # [B, T, d]
             pooled = prefix[torch.arange(B, device=lengths.device), last_real].double() / lengths[:, None]
             self.xx[slot] += pooled.T @ pooled
@@ -319,9 +326,9 @@ class _SideStream:
       the inputs are marked as in use by the side stream, so that the allocator does not hand
       their memory to the next forward pass before the side work is done; the body is queued on
       the side stream.
-    * ``mark()``: an event at the end of the side work queued so far (the host waits on it before
-      reading a batch's finiteness flags).
-    * ``join()``: the main stream waits for all side work (before the sums or features are read).
+    * ``join()``: the main stream waits for all side work: before the sums or features are read,
+      and before the sums are freed when a run stops with an error (the side stream could still be
+      writing into them, and their memory would go to the next allocation on the main stream).
     """
 
     def __init__(self, device: torch.device):
@@ -335,11 +342,6 @@ class _SideStream:
             tensor.record_stream(self.stream)
         with torch.cuda.stream(self.stream):
             yield
-
-    def mark(self):
-        event = torch.cuda.Event()
-        event.record(self.stream)
-        return event
 
     def join(self) -> None:
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
@@ -380,7 +382,27 @@ def _right_padded(sequences: list[list[int]], pad_id: int, device) -> tuple[torc
     for row, tokens in enumerate(sequences):
         ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         mask[row, :len(tokens)] = 1
-    return ids.to(device), mask.to(device)
+    return _to_device(ids, device), _to_device(mask, device)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``. To a GPU through pinned memory and without blocking: a copy
+    from pageable memory would make the host wait for all the GPU work queued so far."""
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _flags_for_host(finite: torch.Tensor):
+    """``(flags, event)``: the batch's finiteness flags on their way to host memory, and the event
+    after which they are there (None on the CPU). Reading them then waits for this batch's work
+    only, not for the batches queued after it."""
+    if not finite.is_cuda:
+        return finite, None
+    flags = finite.to("cpu", non_blocking=True)  # pinned host memory
+    event = torch.cuda.Event()
+    event.record()  # on the current stream: the one that computed the flags
+    return flags, event
 
 
 def _fingerprint(texts, labels, settings) -> str:
@@ -533,39 +555,42 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
                desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
     features = np.full((len(texts), len(chosen), d), np.nan, dtype=np.float32) if return_features else None
     side = _side_stream(run_device) if overlap else None
-    pending = None  # (finite flags, batch, event) not yet read back
-    for number in range(start_batch, len(batches)):
-        batch = batches[number]
-        ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
-        states = _forward_states(backbone, ids, mask)
-        pooled = torch.empty((len(batch), len(chosen), d), dtype=torch.float64, device=run_device) \
-            if return_features else None
-        inputs = (mask.sum(dim=1), onehot_all[batch].to(run_device))
-        with side.run(*states, *inputs, *(() if pooled is None else (pooled,))) if side else contextlib.nullcontext():
-            finite = accumulator.add_batch(states, chosen, *inputs, precision, pooled_out=pooled)
-        done = side.mark() if side else None
-        del states  # with overlap, the memory waits for the side stream (record_stream), not for us
-        if pooled is not None:
-            if side:
-                side.join()
-            features[batch] = pooled.float().cpu().numpy()
-        # The finiteness of a batch is read back one batch late, once the next batch's work is
-        # queued, so the GPU never waits for the host; a checkpoint or the result checks it first.
+    pending = None  # (finite flags, event, batch) not yet read back
+    try:
+        for number in range(start_batch, len(batches)):
+            batch = batches[number]
+            ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
+            states = _forward_states(backbone, ids, mask)
+            pooled = torch.empty((len(batch), len(chosen), d), dtype=torch.float64, device=run_device) \
+                if return_features else None
+            inputs = (mask.sum(dim=1), _to_device(onehot_all[batch], run_device))
+            handed_over = (*states, *inputs) + (() if pooled is None else (pooled,))
+            with side.run(*handed_over) if side else contextlib.nullcontext():
+                finite = accumulator.add_batch(states, chosen, *inputs, precision, pooled_out=pooled)
+                flags, done = _flags_for_host(finite)
+            del states  # with overlap, the memory waits for the side stream (record_stream), not for us
+            if pooled is not None:
+                if side:
+                    side.join()
+                features[batch] = pooled.float().cpu().numpy()
+            # The finiteness of a batch is read back one batch late, once the next batch's work is
+            # queued, so the GPU never waits for the host; a checkpoint or the result checks it first.
+            if pending is not None:
+                _raise_if_non_finite(*pending, chosen, info)
+            pending = (flags, done, batch)
+            bar.update(int(sum(lengths[i] for i in batch)))
+            if checkpoint is not None and ((number + 1) % checkpoint_every == 0 or number + 1 == len(batches)):
+                _raise_if_non_finite(*pending, chosen, info)
+                pending = None
+                if side:
+                    side.join()
+                _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), fingerprint, number + 1)
         if pending is not None:
             _raise_if_non_finite(*pending, chosen, info)
-        pending = (finite, batch, done)
-        bar.update(int(sum(lengths[i] for i in batch)))
-        if checkpoint is not None and ((number + 1) % checkpoint_every == 0 or number + 1 == len(batches)):
-            _raise_if_non_finite(*pending, chosen, info)
-            pending = None
-            if side:
-                side.join()
-            _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), fingerprint, number + 1)
-    if pending is not None:
-        _raise_if_non_finite(*pending, chosen, info)
-    if side:
-        side.join()
-    bar.close()
+    finally:
+        if side:  # also on errors: the side stream may still be writing into the sums
+            side.join()
+        bar.close()
 
     if distributed:
         for total in (accumulator.xx, accumulator.xy, accumulator.ss, accumulator.sh):
@@ -578,8 +603,8 @@ def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int 
     return (result, features) if return_features else result
 
 
-def _raise_if_non_finite(finite: torch.Tensor, batch: np.ndarray, done, chosen: list[int], info: dict) -> None:
-    if done is not None:  # written on the side stream: wait for that batch's work, not for all of it
+def _raise_if_non_finite(finite: torch.Tensor, done, batch: np.ndarray, chosen: list[int], info: dict) -> None:
+    if done is not None:  # the flags are in host memory once this batch's work is done
         done.synchronize()
     if bool(finite.all()):
         return

@@ -740,7 +740,8 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
         ``ntps.experiments.ModelSource``: on a full cache hit the model is never loaded.
     tokenizer : str, optional
         A hub id or folder to take the tokenizer from (``ntps.models.load``'s ``tokenizer=``); in
-        the cache key when given.
+        the cache key when given. With an explicit ``(model, tokenizer)`` pair it only names the
+        key, and must be the pair's tokenizer.
     after_layers : list of int, optional
         Hidden-state indices of the moments after LoRA (default all; ``[]``: none).
     train_kwargs
@@ -756,7 +757,7 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     """
     from . import data
     from .cache import atomic_file, cache_dir
-    from .experiments import ModelSource, _check_source_tokenizer
+    from .experiments import ModelSource, _check_source_tokenizer, tokenizer_key
     from .extract import moments as extract_moments
     from .moments import Moments
 
@@ -783,7 +784,7 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
         "ntps_version": __version__,
     }
     if tokenizer is not None:  # only when given, so that existing keys stay valid
-        settings["tokenizer"] = str(tokenizer)
+        settings["tokenizer"] = tokenizer_key(tokenizer)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     folder = cache_dir("lora", _slug(model_name)) / f"{_slug(task)}-{key[:16]}"
     run_file = folder / "run.json"

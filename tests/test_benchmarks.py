@@ -28,31 +28,34 @@ def counted(fn) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("precision", ["float32", "split"])
-def test_matmul_flops_match_pytorchs_count(bench, precision):
+@pytest.mark.parametrize("precision, dtype", [("float32", torch.float32), ("float64", torch.float32),
+                                              ("split", torch.bfloat16), ("split", torch.float32),
+                                              ("tf32x3", torch.float32)])
+def test_matmul_flops_match_pytorchs_count(bench, precision, dtype):
     config = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=300)
     torch.manual_seed(0)
-    # split products are counted for a bf16 model, as on a GPU: its states need no split of their own
-    model = AutoModelForCausalLM.from_config(config).to(torch.float32 if precision == "float32"
-                                                        else torch.bfloat16).eval()
+    # a bf16 model's states need no split of their own (as on a GPU); a float32 model's do
+    model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
     backbone = bench._backbone(model)
     tokenizer = bench.number_tokenizer(300)
-    texts = bench.random_texts(5, 3, 20, 300)
+    texts = bench.random_texts(5, 3, 20, 300) + ["7"]  # and a one-token text, which has no pair
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
-    predicted = bench.matmul_flops(config, lengths, precision)
+    predicted = bench.matmul_flops(config, lengths, precision, dtype)
     # One text per pass: no padding, so every counted product belongs to real tokens. PyTorch's
     # counter does not see the CPU attention kernel, so the forward is compared without it.
     forward = sum(counted(lambda t=t: backbone(**tokenizer([t], return_tensors="pt"), output_hidden_states=True))
                   for t in texts)
     attention = config.num_hidden_layers * 4 * config.hidden_size * sum(T * (T + 1) / 2 for T in lengths)
     assert forward == pytest.approx(predicted["forward"] - attention, rel=1e-12)
-    with_moments = counted(lambda: moments(model, tokenizer, texts, np.arange(5) % 2, batch_size=1,
+    with_moments = counted(lambda: moments(model, tokenizer, texts, np.arange(len(texts)) % 2, batch_size=1,
                                            precision=precision, progress=False))
     # Per text and hidden state, moments also forms x x^T (2 d^2) and x y^T (2 d C), and its C1 product
-    # has one row fewer than its C0 product (2 d^2 less in float32, 4 d^2 with split products).
+    # has one row fewer than its C0 product (one row of C1's product: per-token FLOPs minus C0's).
     d, states, classes = config.hidden_size, config.num_hidden_layers + 1, 2
-    per_text_state = 2 * d * classes + (0 if precision == "float32" else -2 * d * d)
+    gram_per_row = 2 * d * d if precision in ("float32", "float64") else 4 * d * d
+    cross_per_row = bench.moments_flops_per_token(d, precision, dtype) - gram_per_row
+    per_text_state = 2 * d * d + 2 * d * classes - cross_per_row
     assert with_moments - forward == pytest.approx(predicted["moments"] + states * len(texts) * per_text_state,
                                                    rel=1e-12)
     released = counted(lambda: bench.released_pass(backbone, bench.padded_batches(tokenizer, texts, 1,

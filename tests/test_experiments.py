@@ -249,7 +249,7 @@ def test_a_tokenizer_from_elsewhere_is_part_of_the_key(cache, tmp_path):
 
     with_bos, without_bos = run("with-bos"), run("without-bos")
     assert with_bos.info["key"] != without_bos.info["key"]
-    assert with_bos.info["settings"]["tokenizer"] == str(tmp_path / "with-bos")
+    assert with_bos.info["settings"]["tokenizer"] == str((tmp_path / "with-bos").resolve())
     # the beginning-of-text token adds one token, hence one pair, per text
     assert with_bos.moments.n_pairs - without_bos.moments.n_pairs == with_bos.moments.n_texts
     direct = experiments.task_statistics(name, "debate_party", "train", data_root=ROOT, max_length=None,
@@ -258,5 +258,9 @@ def test_a_tokenizer_from_elsewhere_is_part_of_the_key(cache, tmp_path):
     np.testing.assert_array_equal(direct.moments.sum_ss, with_bos.moments.sum_ss)
     again = run("with-bos", model=experiments.ModelSource(name, tokenizer=str(tmp_path / "with-bos")))
     assert again.info["cached"] and np.array_equal(again.moments.sum_sh, with_bos.moments.sum_sh)
+    # another spelling of the same folder is the same key
+    respelled = experiments.task_statistics(name, "debate_party", "train", data_root=ROOT, max_length=None,
+                                            tokenizer=str(tmp_path / "without-bos" / ".." / "with-bos"))
+    assert respelled.info["cached"] and respelled.info["key"] == with_bos.info["key"]
     with pytest.raises(ValueError, match="tokenizer from .*with-bos.*keyed wrongly"):
         run("without-bos", model=experiments.ModelSource(name, tokenizer=str(tmp_path / "with-bos")), refresh=True)

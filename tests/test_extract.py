@@ -314,17 +314,6 @@ class _FakeSideStream:
         yield
         self.inside = False
 
-    def mark(self):
-        log = self.log
-        index = sum(1 for entry in log if entry[0] == "mark")
-        log.append(("mark", index))
-
-        class Event:
-            def synchronize(self):
-                log.append(("synchronize", index))
-
-        return Event()
-
     def join(self):
         self.log.append(("join",))
 
@@ -352,8 +341,20 @@ def test_overlap_hands_over_between_streams_in_order(tiny_llama, tmp_path, monke
         log.append(("to_moments",))
         return to_moments(self, *args, **kwargs)
 
+    def logged_flags(finite):
+        # on a GPU: a copy to host memory and an event, both queued on the stream that made the flags
+        index = sum(1 for entry in log if entry[0] == "record")
+        log.append(("record", index, side.inside))
+
+        class Event:
+            def synchronize(self):
+                log.append(("synchronize", index))
+
+        return finite, Event()
+
     monkeypatch.setattr(extract._Accumulator, "add_batch", logged_add_batch)
     monkeypatch.setattr(extract._Accumulator, "to_moments", logged_to_moments)
+    monkeypatch.setattr(extract, "_flags_for_host", logged_flags)
     kwargs = {"return_features": True} if features else {"checkpoint": tmp_path / "ckpt", "checkpoint_every": 2}
     overlapped = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, overlap=True, **kwargs)
     if features:
@@ -366,9 +367,10 @@ def test_overlap_hands_over_between_streams_in_order(tiny_llama, tmp_path, monke
     states = model.config.num_hidden_layers + 1
     runs = [entry for entry in log if entry[0] == "run"]
     assert len(runs) == 4 and all(n == states + 2 + features for _, n in runs)  # states, lengths, labels[, pooled]
-    marks = [entry[1] for entry in log if entry[0] == "mark"]
+    records = [entry for entry in log if entry[0] == "record"]
+    assert records == [("record", i, True) for i in range(4)]  # queued on the side stream
     synced = [entry[1] for entry in log if entry[0] == "synchronize"]
-    assert sorted(synced) == marks == [0, 1, 2, 3]  # every batch's flags read after its own event
+    assert sorted(synced) == [0, 1, 2, 3]  # every batch's flags read after its own event
     for position, entry in enumerate(log):
         if entry[0] == "to_moments":
             last_side = [e for e in log[:position] if e[0] in ("run", "join")][-1]
@@ -396,3 +398,49 @@ def test_a_model_on_apple_mps_is_refused_with_the_fix(tiny_llama):
 
     with pytest.raises(ValueError, match="MPS has no float64.*device='cpu'"):
         moments(OnMps(), tokenizer, TEXTS[:2], LABELS[:2], progress=False)
+
+
+def test_inf_in_a_padded_position_changes_nothing(tiny_llama, monkeypatch):
+    # fp16 can overflow on a pad token; its state never counts, and must not turn the zero rows of
+    # the C1 product into NaN (0 * inf).
+    import ntps.extract as extract
+
+    model, tokenizer = tiny_llama
+    clean = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
+    original = extract._forward_states
+    poisoned = {"n": 0}
+
+    def inf_on_padding(backbone, ids, mask):
+        states = tuple(s.clone() for s in original(backbone, ids, mask))
+        for row in torch.nonzero(mask[:, -1] == 0).flatten().tolist():
+            for state in states:
+                state[row, -1] = float("inf")
+            poisoned["n"] += 1
+        return states
+
+    monkeypatch.setattr(extract, "_forward_states", inf_on_padding)
+    result = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
+    assert poisoned["n"] > 0
+    for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh"):
+        np.testing.assert_array_equal(getattr(result, name), getattr(clean, name))
+
+
+def test_overlap_joins_the_side_stream_when_a_run_fails(tiny_llama, monkeypatch):
+    import ntps.extract as extract
+
+    model, tokenizer = tiny_llama
+    log = []
+    monkeypatch.setattr(extract, "_side_stream", lambda device: _FakeSideStream(log))
+    original = extract._forward_states
+    calls = {"n": 0}
+
+    def fails_on_third(backbone, ids, mask):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return original(backbone, ids, mask)
+
+    monkeypatch.setattr(extract, "_forward_states", fails_on_third)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, overlap=True)
+    assert [entry[0] for entry in log] == ["run", "run", "join"]  # the sums are freed only after it
