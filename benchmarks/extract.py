@@ -1,9 +1,9 @@
-"""Throughput of `ntps.extract.moments` against a bare forward pass and the released algorithm.
+"""Throughput of `ntps.extract_moments` against a bare forward pass and the released algorithm.
 
 In one run, for each model shape, over the same length-sorted batches of the same texts:
 
 * bare      : the transformer forward with all hidden states, nothing else (the floor);
-* moments   : `ntps.extract.moments` (tokenising, forward, all-layer accumulation);
+* moments   : `ntps.extract_moments` (tokenising, forward, all-layer accumulation);
 * released  : the forward plus the per-text triangular-matrix accumulation of the paper's
               released code (transcribed below in this project's words), float32.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
-from ntps.extract import _EXACT_STATES, _backbone, moments, plan_batches
+from ntps.extract import _EXACT_STATES, _backbone, extract_moments as moments, plan_batches
 
 SHAPES = {
     "cpu-mid": lambda: LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,

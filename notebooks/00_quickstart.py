@@ -56,7 +56,7 @@ import torch
 
 import ntps
 from ntps.features import hidden_states, mean_pool, resolve_device
-from ntps.models import load
+from ntps.models import load_model
 
 sns.set_theme(style="whitegrid", context="notebook")
 _ = torch.manual_seed(0)
@@ -70,7 +70,7 @@ _ = torch.manual_seed(0)
 
 # %%
 start = time.perf_counter()
-model, tokenizer = load(model_name, dtype=dtype, device=resolve_device(device))
+model, tokenizer = load_model(model_name, dtype=dtype, device=resolve_device(device))
 load_seconds = time.perf_counter() - start
 config = model.config
 print(f"ntps {ntps.__version__}: loaded {model_name} ({type(model).__name__}) in {load_seconds:.1f} s")

@@ -385,7 +385,7 @@ plt.show()
 # is not more useful for least squares than one with small variance. The Euclidean geometry of raw
 # features has no such meaning.
 #
-# **Check.** `ntps.score.ntps` (the layer's score at $k_v$) against `ntps_of_encoder` on $V_k$; the
+# **Check.** `ntps.score.ntps_score` (the layer's score at $k_v$) against `ntps_of_encoder` on $V_k$; the
 # mean squared cosine of the principal angles (`scipy.linalg.subspace_angles`, with a matrix square
 # root of $\Sigma$); the extreme cases; and the invariances.
 
@@ -394,7 +394,7 @@ w_sigma, o_sigma = np.linalg.eigh(sxx)
 sqrt_sigma = (o_sigma * np.sqrt(np.clip(w_sigma, 0.0, None))) @ o_sigma.T  # Sigma^{1/2}, for the check
 k_v = d // 2
 V_k = V[:, :k_v]
-value = score.ntps(sxx, sxy, c0, c1, k_v=k_v)
+value = score.ntps_score(sxx, sxy, c0, c1, k_v=k_v)
 angles = scipy.linalg.subspace_angles(sqrt_sigma @ V_k, sqrt_sigma @ U)
 print(f"NTPS at k_v = {k_v}: {value:.6f}; mean cos^2 of the {len(angles)} principal angles: "
       f"{np.mean(np.cos(angles) ** 2):.6f}")
@@ -421,13 +421,13 @@ for name, a in [("an orthogonal", rotation), ("a general invertible", general)]:
     check(4, f"NTPS of an encoder invariant to {name} map (V -> A^-T V)",
           score.ntps_of_encoder(moved[0], moved[1], np.linalg.solve(a.T, enc)),
           score.ntps_of_encoder(sxx, sxy, enc))
-check(4, "layer NTPS invariant to a rotation of the hidden states", score.ntps(*move(rotation), k_v=k_v), value)
+check(4, "layer NTPS invariant to a rotation of the hidden states", score.ntps_score(*move(rotation), k_v=k_v), value)
 check(4, "layer NTPS invariant to a global rescaling of the hidden states",
-      score.ntps(*move(37.0 * np.eye(d)), k_v=k_v), value)
+      score.ntps_score(*move(37.0 * np.eye(d)), k_v=k_v), value)
 print(f"a general linear map of the hidden states changes the AR subspace: layer NTPS at k_v = {k_v} "
-      f"goes from {value:.4f} to {score.ntps(*move(general), k_v=k_v):.4f}")
+      f"goes from {value:.4f} to {score.ntps_score(*move(general), k_v=k_v):.4f}")
 check(4, "invariant to a permutation of the classes",
-      score.ntps(sxx, sxy[:, rng.permutation(n_classes)], c0, c1, k_v=k_v), value)
+      score.ntps_score(sxx, sxy[:, rng.permutation(n_classes)], c0, c1, k_v=k_v), value)
 
 # %% [markdown]
 # ## 5. The theorem: NTPS bounds the excess loss
@@ -622,7 +622,7 @@ display(pd.DataFrame({"k_v": ks, "NTPS": grid.ntps[np.array(ks) - 1], "NTPS_s": 
 # per-$k$ calls on a larger problem.
 
 # %%
-loop = np.array([[score.ntps(sxx, sxy, c0, c1, k_v=kv, k_u=ku) for ku in range(1, r + 1)]
+loop = np.array([[score.ntps_score(sxx, sxy, c0, c1, k_v=kv, k_u=ku) for ku in range(1, r + 1)]
                  for kv in range(1, d_eff + 1)])
 check(7, "ntps_full_grid = ntps(k_v, k_u) at every point", full, loop)
 check(7, "ntps_grid = ntps(k_v) with k_u = r", score.ntps_grid(sxx, sxy, c0, c1), loop[:, -1])
@@ -634,7 +634,7 @@ start = time.perf_counter()
 big_grid = score.ntps_grid(*big[:4])
 grid_seconds = time.perf_counter() - start
 start = time.perf_counter()
-big_loop = [score.ntps(*big[:4], k_v=k) for k in range(1, len(big_grid) + 1)]
+big_loop = [score.ntps_score(*big[:4], k_v=k) for k in range(1, len(big_grid) + 1)]
 loop_seconds = time.perf_counter() - start
 check(7, f"grid = loop at d = {timing_d}", big_grid, big_loop)
 print(f"d = {timing_d}: the whole grid of {len(big_grid)} values in {1e3 * grid_seconds:.1f} ms, "

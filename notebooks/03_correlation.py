@@ -126,7 +126,7 @@ print(f"ntps {ntps.__version__}; models {model_names}; {len(task_names)} tasks: 
 # ## One forward pass per task and split, cached
 #
 # `ntps.experiments.task_statistics` runs the model once over a split of a task and keeps two things
-# from that single pass: the four NTPS moments of every layer (`ntps.extract.moments`) and the
+# from that single pass: the four NTPS moments of every layer (`ntps.extract_moments`) and the
 # mean-pooled features of every layer, which the probes and the peer metrics need. Both are cached
 # on disk (safetensors and JSON, keyed by model, task, split, text cap, length, layers and package
 # version), so a second run of this page reads each in a fraction of a second. The times below are those of

@@ -75,7 +75,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from ntps import paper  # noqa: E402
 from ntps.experiments import task_statistics  # noqa: E402
 from ntps.features import resolve_device  # noqa: E402
-from ntps.models import load  # noqa: E402
+from ntps.models import load_model  # noqa: E402
 from ntps.results import ResultsNotFoundError, load_table  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -335,7 +335,7 @@ display(Markdown("\n".join(notes)))
 # forward pass over the task below (`ntps.experiments.task_statistics`).
 
 # %%
-model, tokenizer = load(model_name, dtype=dtype, device=resolve_device(device))
+model, tokenizer = load_model(model_name, dtype=dtype, device=resolve_device(device))
 start = time.perf_counter()
 stats = task_statistics(model_name, fig1_task, fig1_split, model=(model, tokenizer), max_length=max_length,
                         max_examples=fig1_max_examples, data_root=data_root, batch_size=batch_size, dtype=dtype,

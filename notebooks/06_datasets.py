@@ -57,7 +57,7 @@ from IPython.display import display  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from ntps import data  # noqa: E402
-from ntps.models import load as load_model  # noqa: E402
+from ntps.models import load_model  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.max_colwidth", 120)

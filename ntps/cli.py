@@ -120,9 +120,9 @@ def _parse_layers(text: str | None):
 def _extract(args) -> int:
     import torch
 
-    from .extract import moments
+    from .extract import extract_moments
     from .features import resolve_device
-    from .models import load
+    from .models import load_model
 
     rank, device = 0, resolve_device(args.device)
     if args.distributed:
@@ -137,10 +137,10 @@ def _extract(args) -> int:
     if out.exists() and (out / "moments.json").is_file() and not args.overwrite:
         raise FileExistsError(f"{out} already holds moments; pass --overwrite to replace them")
     texts, labels, num_classes = _load_texts(args)
-    model, tokenizer = load(args.model, revision=args.revision, dtype=args.dtype, device=device,
+    model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype, device=device,
                             trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
     partial = out.with_name(out.name + ".partial") if rank == 0 else out.with_name(f"{out.name}.partial-{rank}")
-    result = moments(model, tokenizer, texts, labels, num_classes=num_classes, batch_size=args.batch_size,
+    result = extract_moments(model, tokenizer, texts, labels, num_classes=num_classes, batch_size=args.batch_size,
                      max_length=args.max_length, layers=_parse_layers(args.layers), precision=args.precision,
                      shard=_parse_shard(args.shard), checkpoint=partial, checkpoint_every=args.checkpoint_every,
                      progress=rank == 0, metadata={"dataset": args.dataset, "split": args.split,

@@ -126,11 +126,11 @@ class ModelSource:
         """``(model, tokenizer)``, loading them the first time."""
         if self._pair is None:
             from .features import resolve_device
-            from .models import load
+            from .models import load_model
 
             start = time.perf_counter()
             device = resolve_device(self.device) if self.device is not None else None
-            model, tokenizer = load(self.model_name, revision=self.revision, dtype=self.dtype, device=device,
+            model, tokenizer = load_model(self.model_name, revision=self.revision, dtype=self.dtype, device=device,
                                     trust_remote_code=self.trust_remote_code, tokenizer=self.tokenizer)
             if self.init == "random":
                 model = random_init(model, self.seed, trust_remote_code=self.trust_remote_code)
@@ -327,7 +327,7 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
     if len(pair) != 2:
         raise ValueError("model must be None, a (model, tokenizer) pair or a ModelSource")
     lm, tokenizer = pair
-    from .extract import moments as extract_moments
+    from .extract import extract_moments
     from .features import resolve_device
 
     start = time.perf_counter()
@@ -376,25 +376,6 @@ def _k_for(fraction: float, width: int, d_eff: int) -> int:
     return int(min(max(int(round(fraction * width)), 1), d_eff))
 
 
-def _theorem_and_spectral(layer: dict, rtol, backend="numpy", device=None):
-    """Theorem-consistent and spectral NTPS grids over every k_v from ONE decomposition.
-
-    Uses the shared core of ``ntps.score`` when it is there (one set of eigendecompositions for
-    both variants); otherwise the two public grid functions (twice the work, same values)."""
-    from . import score
-
-    core = getattr(score, "_grid_contributions", None)
-    if core is not None:
-        try:
-            parts = core(layer["sxx"], layer["sxy"], layer["c0"], layer["c1"], rtol, backend, device)
-            rank = parts.overlaps.shape[1]
-            return np.cumsum(parts.overlaps.sum(1)) / rank, np.cumsum(parts.weights) / parts.total
-        except (TypeError, AttributeError):  # the private core changed: use the public functions
-            pass
-    return (score.ntps_grid(**layer, rtol=rtol, backend=backend, device=device),
-            score.ntps_spectral_grid(**layer, rtol=rtol, backend=backend, device=device))
-
-
 def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[float] = k_fraction_grid(19),
                variants: Sequence[str] = VARIANTS, reference_fractions: Sequence[float] | None = None,
                reference_layers: Sequence[int] | None = None, rtol: float | None = None,
@@ -425,7 +406,7 @@ def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[
     Returns ``(table, timings)``: table columns task, layer, variant, k_fraction, k, ntps;
     timings one row per (task, variant) with ``seconds`` and ``layers``.
     """
-    from .score import ntps_reference_sweep
+    from .score import ntps_grids, ntps_reference_sweep
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -446,7 +427,7 @@ def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[
             if "theorem" in variants or "spectral" in variants:
                 start = time.perf_counter()
                 try:
-                    theorem, spectral = _theorem_and_spectral(one, rtol, backend, device)
+                    theorem, spectral = ntps_grids(**one, rtol=rtol, backend=backend, device=device)
                 except ValueError as error:
                     raise ValueError(f"{task}, layer {layer}: {error}") from error
                 seconds = time.perf_counter() - start

@@ -1,8 +1,9 @@
 """Moments of every layer from one streaming forward pass over a dataset.
 
-``moments(model, tokenizer, texts, labels)`` runs the model once over the texts, in batches of
-similar length, and accumulates the four NTPS statistics of every hidden state (DESIGN §2) on
-the model's device. Nothing per text is kept, so memory does not grow with the number of texts.
+``extract_moments(model, tokenizer, texts, labels)`` runs the model once over the texts, in
+batches of similar length, and accumulates the four NTPS statistics of every hidden state (their
+definitions: :mod:`ntps.moments` and the theory chapter's table of symbols) on the model's device.
+How it runs is one frozen :class:`ExtractionSettings`. Nothing per text is kept, so memory does not grow with the number of texts.
 
 Exactness and speed:
 
@@ -30,6 +31,7 @@ Exactness and speed:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -42,7 +44,7 @@ from . import __version__
 from .cache import atomic_dir
 from .moments import Moments
 
-__all__ = ["moments", "plan_batches", "NonFiniteStatesError"]
+__all__ = ["ExtractionSettings", "extract_moments", "plan_batches", "NonFiniteStatesError"]
 
 PRECISIONS = ("auto", "float32", "tf32x3", "split", "float64")
 
@@ -55,6 +57,92 @@ def _auto_precision(device: torch.device, model_dtype: torch.dtype) -> str:
     if device.type != "cuda" or model_dtype not in (torch.bfloat16, torch.float16):
         return "float32"
     return "split" if torch.cuda.get_device_capability(device) >= (8, 0) else "float32"
+
+
+def _whole_number(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionSettings:
+    """How one extraction runs: frozen, validated once, carried into the saved metadata.
+
+    Parameters
+    ----------
+    batch_size : int
+        Texts per forward pass (texts are sorted by length, longest first).
+    max_length : int or None
+        Truncate each text to this many tokens (special tokens included); None keeps every token.
+        At least 2: a text needs two tokens to give one (prefix, next token) pair.
+    layers : tuple of int or None
+        Hidden-state indices to keep (0 = embedding output); None keeps all of them.
+    precision : {"auto", "float32", "split", "tf32x3", "float64"}
+        How the products of prefix sums are formed (:func:`extract_moments`).
+    shard : (int, int) or None
+        ``(i, n)``: this job's share, every n-th batch starting at batch i.
+    checkpoint_every : int
+        Batches between checkpoints (when a checkpoint folder is given).
+    return_features : bool
+        Also return the mean-pooled features of every chosen layer from the same pass.
+    overlap : bool
+        CUDA only, experimental: accumulate on a second stream while the next forward runs.
+
+    Examples
+    --------
+    >>> from ntps.extract import ExtractionSettings
+    >>> settings = ExtractionSettings(batch_size=8, max_length=64)
+    >>> settings.replace(layers=[0, 2]).layers
+    (0, 2)
+    >>> ExtractionSettings(max_length=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_length must be an integer >= 2, got 1
+    """
+
+    batch_size: int = 16
+    max_length: int | None = None
+    layers: tuple[int, ...] | None = None
+    precision: str = "auto"
+    shard: tuple[int, int] | None = None
+    checkpoint_every: int = 50
+    return_features: bool = False
+    overlap: bool = False
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise through the back door, once
+        set_(self, "batch_size", _whole_number(self.batch_size, "batch_size", 1))
+        if self.max_length is not None:
+            set_(self, "max_length", _whole_number(self.max_length, "max_length", 2))
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+                raise ValueError(f"layers must be a list of hidden-state indices or None, got {self.layers!r}")
+            set_(self, "layers", tuple(_whole_number(l, "each layer", 0) for l in self.layers))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.shard is not None:
+            try:
+                index, count = (int(part) for part in self.shard)
+            except (TypeError, ValueError):
+                raise ValueError(f"shard must be a pair (i, n), got {self.shard!r}") from None
+            if not 0 <= index < count:
+                raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {self.shard}")
+            set_(self, "shard", (index, count))
+        set_(self, "checkpoint_every", _whole_number(self.checkpoint_every, "checkpoint_every", 1))
+        if self.return_features and self.shard is not None:
+            raise ValueError("return_features needs one whole pass: it cannot be combined with shard")
+
+    def replace(self, **changes) -> "ExtractionSettings":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The settings as plain JSON values."""
+        out = dataclasses.asdict(self)
+        for name in ("layers", "shard"):
+            out[name] = None if out[name] is None else list(out[name])
+        return out
 
 
 class NonFiniteStatesError(FloatingPointError):
@@ -417,75 +505,74 @@ def _fingerprint(texts, labels, settings) -> str:
 
 # -- the entry point -------------------------------------------------------------------------
 @torch.no_grad()
-def moments(model, tokenizer, texts: Sequence[str], labels, *, num_classes: int | None = None,
-            batch_size: int = 16, max_length: int | None = None, layers: Sequence[int] | None = None,
-            device=None, dtype=None, precision: str = "auto", shard: tuple[int, int] | None = None,
-            checkpoint: str | Path | None = None, checkpoint_every: int = 50, progress: bool = True,
-            metadata: dict | None = None, return_features: bool = False, overlap: bool = False):
+def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: ExtractionSettings | None = None, *,
+                    num_classes: int | None = None, device=None, dtype=None, checkpoint: str | Path | None = None,
+                    progress: bool = True, metadata: dict | None = None, **overrides):
     """Accumulate sxx, sxy, c0, c1 of every chosen layer over ``texts`` in one forward pass.
+
+    How the pass runs is an :class:`ExtractionSettings` (``settings``), or its fields given as
+    keywords (``batch_size=8, max_length=64``), which override those of ``settings``.
 
     Parameters
     ----------
     model, tokenizer
-        A causal LM and its tokenizer (``ntps.models.load``). Batches are padded on the right
+        A causal LM and its tokenizer (:func:`ntps.load_model`). Batches are padded on the right
         internally; the tokenizer's ``padding_side`` does not change the result.
     texts : sequence of str, length N
     labels : array_like of int, shape (N,)
         Class indices in ``0..num_classes-1``.
+    settings : ExtractionSettings, optional
+        Batch size, truncation, layers, precision, shard, checkpoint cadence, features, overlap.
+        ``precision``: ``"auto"`` is ``"split"`` on a GPU with bf16 tensor cores (compute
+        capability 8.0 or newer) and a bf16/fp16 model, else ``"float32"``. ``"split"``: each
+        float32 prefix sum split into a bf16 high part and a bf16 low part, products on tensor
+        cores with float32 output, rows in chunks. ``"tf32x3"``: the same with TF32 parts.
+        ``"float64"``: the reference, slow. On the CPU the split modes run the same code in
+        float32. ``shard=(i, n)``: process every n-th batch starting at i and merge the n results
+        with ``Moments.merge``; under an initialised ``torch.distributed`` the default is
+        ``(rank, world_size)`` and the result is all-reduced. ``return_features``: also return
+        the mean-pooled features x_i of every chosen layer, from the same forward pass, as a
+        float32 array [N, L, d] in the order of ``texts`` (for probes); not combinable with
+        ``shard`` or ``checkpoint``. ``overlap`` (CUDA only, experimental): accumulate each batch
+        on a second stream while the next batch's forward pass runs; it forms the same products
+        in the same order and holds the hidden states of two batches at once; not yet measured
+        (``benchmarks/extract.py --overlap`` measures it).
     num_classes : int, optional
         C; default ``max(labels) + 1``.
-    batch_size : int
-        Texts per forward pass (texts are sorted by length, longest first).
-    max_length : int, optional
-        Truncate each text to this many tokens (special tokens included).
-    layers : sequence of int, optional
-        Hidden-state indices to keep (0 = embedding output); default all of them.
     device, dtype : optional
         Move or cast the model first; default: leave it where and as it is.
-    precision : {"auto", "float32", "split", "tf32x3", "float64"}
-        How the products of prefix sums are formed. ``"auto"``: ``"split"`` on a GPU with bf16
-        tensor cores (compute capability 8.0 or newer) and a bf16/fp16 model, else ``"float32"``.
-        ``"split"``: each float32 prefix sum split into a bf16 high part and a bf16 low part,
-        products on tensor cores with float32 output, rows in chunks. ``"tf32x3"``: the same with
-        TF32 parts. ``"float64"``: the reference, slow. On the CPU the split modes run the same
-        code in float32.
-    shard : tuple of int, optional
-        ``(i, n)``: process every n-th batch starting at i; merge the n results with
-        ``Moments.merge``. Under an initialised ``torch.distributed`` the default is
-        ``(rank, world_size)`` and the result is all-reduced.
     checkpoint : str or Path, optional
         A folder; partial sums are saved there every ``checkpoint_every`` batches, and a rerun
         with the same inputs resumes from them (and returns at once when complete).
-    checkpoint_every : int
-        Batches between checkpoints.
     progress : bool
         Show a progress bar with tokens per second and the time left.
     metadata : dict, optional
         Extra provenance to record (for example ``{"dataset": ..., "split": ...}``).
-    return_features : bool
-        Also return the mean-pooled features x_i of every chosen layer, from the same forward
-        pass, as a float32 array [N, L, d] in the order of ``texts`` (for probes). Not
-        combinable with ``shard`` or ``checkpoint``.
-    overlap : bool
-        CUDA only, experimental: accumulate each batch on a second stream while the next batch's
-        forward pass runs. It forms the same products in the same order as without it, and holds
-        the hidden states of two batches at once. Whether it is faster has not been measured yet
-        (``benchmarks/extract.py --overlap`` measures both). With ``return_features`` each batch
-        waits for its features, so little overlaps.
+    **overrides
+        Fields of :class:`ExtractionSettings` (``batch_size=8``), applied over ``settings``.
 
     Returns
     -------
     Moments
         Sums over the texts of this shard, for the chosen layers; with ``return_features``, the
         pair ``(moments, features)``.
+
+    Examples
+    --------
+    >>> import ntps
+    >>> from ntps.tiny import tiny_model
+    >>> model, tokenizer = tiny_model("llama")
+    >>> texts = ["a fine film", "a dull film", "I liked it a lot", "awful acting"]
+    >>> moments = ntps.extract_moments(model, tokenizer, texts, [1, 0, 1, 0], progress=False)
+    >>> moments.n_texts, moments.num_classes, moments.layers == list(range(model.config.num_hidden_layers + 1))
+    (4, 2, True)
     """
+    settings = (settings or ExtractionSettings()).replace(**overrides)
+    batch_size, max_length, layers, precision, shard, checkpoint_every, return_features, overlap = (
+        getattr(settings, field.name) for field in dataclasses.fields(ExtractionSettings))
     texts, labels, num_classes = _check_inputs(texts, labels, num_classes)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if return_features and (shard is not None or checkpoint is not None):
+    if return_features and checkpoint is not None:
         raise ValueError("return_features needs one whole pass: it cannot be combined with shard or checkpoint")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     if dtype is not None:
         from .models import _resolve_dtype
 

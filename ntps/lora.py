@@ -20,7 +20,7 @@ over a linear probe on the frozen model. This module runs that fine-tuning:
   with the same inputs returns at once;
 * :func:`evaluate` (held-out accuracy) and :func:`merge`, which folds the adapters into the
   weights (``merge_and_unload``) and returns a plain ``transformers`` model whose moments
-  ``ntps.extract.moments`` computes again (NTPS after LoRA).
+  ``ntps.extract_moments`` computes again (NTPS after LoRA).
 
 The model passed to :func:`train_lora` is never modified: training works on a copy.
 """
@@ -658,7 +658,7 @@ def evaluate(result: LoraResult, texts: Sequence[str], labels, *, batch_size: in
 
 def merge(result: LoraResult, *, inplace: bool = False):
     """The adapted language model with the adapters folded into its weights (``merge_and_unload``):
-    a plain ``transformers`` causal LM in eval mode, for ``ntps.extract.moments`` (NTPS after LoRA).
+    a plain ``transformers`` causal LM in eval mode, for ``ntps.extract_moments`` (NTPS after LoRA).
 
     By default the result is left usable (its model is copied first); ``inplace=True`` saves the
     copy's memory and leaves ``result.model`` unusable.
@@ -758,7 +758,7 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     from . import data
     from .cache import atomic_file, cache_dir
     from .experiments import ModelSource, _check_source_tokenizer, tokenizer_key
-    from .extract import moments as extract_moments
+    from .extract import extract_moments
     from .moments import Moments
 
     if "steps" not in train_kwargs:

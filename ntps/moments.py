@@ -102,7 +102,7 @@ class Moments:
 
     def layer(self, layer: int) -> dict[str, np.ndarray]:
         """The statistics of hidden-state index ``layer`` as float64 arrays, keyed like ``ntps.score``'s
-        arguments: ``ntps.score.ntps(**moments.layer(12), k_v=8)``."""
+        arguments: ``ntps.score.ntps_score(**moments.layer(12), k_v=8)``."""
         if layer not in self.layers:
             raise KeyError(f"layer {layer} was not extracted; these moments hold layers {self.layers}")
         i = self.layers.index(layer)

@@ -13,7 +13,7 @@ Two probes, both trained on the train split of a task and evaluated both on that
 Features are standardised with the mean and standard deviation of the **train** split (columns
 with zero variance are only centred); the test split is transformed with the same statistics.
 Everything is deterministic. :func:`probe_layers` runs both probes on every layer of a feature
-stack ``[N, L, d]`` (as returned by ``ntps.extract.moments(..., return_features=True)``).
+stack ``[N, L, d]`` (as returned by ``ntps.extract_moments(..., return_features=True)``).
 """
 
 from __future__ import annotations
@@ -200,10 +200,38 @@ def probe_layers(features_train, y_train, features_test=None, y_test=None, *, C:
                  logistic: bool = True, mse: bool = True) -> dict[str, np.ndarray]:
     """Both probes on every layer of a feature stack.
 
-    features_train (N, L, d), y_train (N,); features_test (M, L, d), y_test (M,) optional.
-    Each layer is standardised with its own train statistics. Returns a dict of (L,) arrays:
-    ``train_accuracy``, ``test_accuracy``, ``converged`` (logistic) and ``train_mse``, ``test_mse``
-    (least squares with ``ridge``), NaN where a split or probe was not asked for.
+    Parameters
+    ----------
+    features_train : array_like, shape (N, L, d)
+        Mean-pooled features of every layer (``extract_moments(..., return_features=True)``).
+    y_train : array_like of int, shape (N,)
+    features_test : array_like, shape (M, L, d), optional
+    y_test : array_like of int, shape (M,), optional
+    C, max_iter, tol
+        Inverse L2 strength and stopping rule of the multinomial logistic probe.
+    ridge : float
+        Ridge of the least-squares probe on one-hot targets (0: plain least squares).
+    num_classes : int, optional
+    logistic, mse : bool
+        Which probes to train.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        (L,) arrays ``train_accuracy``, ``test_accuracy``, ``converged`` (logistic) and
+        ``train_mse``, ``test_mse`` (least squares), NaN where a split or probe was not asked for.
+        Each layer is standardised with its own training statistics.
+
+    Examples
+    --------
+    >>> import numpy as np, ntps
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.arange(60) % 2
+    >>> features = rng.standard_normal((60, 3, 5))
+    >>> features[:, 2, 0] += 8 * y                     # only layer 2 carries the label
+    >>> out = ntps.probe_layers(features[:40], y[:40], features[40:], y[40:])
+    >>> int(np.argmax(out["test_accuracy"])), float(out["test_accuracy"][2])
+    (2, 1.0)
     """
     xtr, ytr, xte, yte, c = _split(features_train, y_train, features_test, y_test, num_classes, ndim=3)
     layers = xtr.shape[1]

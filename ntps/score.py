@@ -55,14 +55,17 @@ __all__ = [
     "perception_subspace",
     "autoregressive_subspace",
     "projector_basis",
-    "ntps",
+    "ntps_score",
     "ntps_grid",
     "ntps_full_grid",
     "ntps_of_encoder",
     "ntps_spectral",
     "ntps_spectral_grid",
     "ntps_spectral_of_encoder",
+    "LayerGrids",
+    "ntps_grids",
     "ntps_layers",
+    "score_layers",
     "ntps_reference",
     "ntps_reference_sweep",
 ]
@@ -336,7 +339,7 @@ def ntps_spectral_of_encoder(sxx, sxy, V, *, rtol: float | None = None) -> float
     return float(((basis.T @ perception.targets) ** 2).sum() / (perception.targets**2).sum())
 
 
-def ntps(sxx, sxy, c0, c1, k_v: int, k_u: int | None = None, *, rtol: float | None = None) -> float:
+def ntps_score(sxx, sxy, c0, c1, k_v: int, k_u: int | None = None, *, rtol: float | None = None) -> float:
     """Theorem-consistent NTPS of one layer at autoregressive rank ``k_v``.
 
     ``NTPS = ||Pi_V Q||_F^2 / k_u`` with V = the top-k_v generalised eigenvectors of
@@ -357,7 +360,7 @@ def ntps(sxx, sxy, c0, c1, k_v: int, k_u: int | None = None, *, rtol: float | No
     Notes
     -----
     Same code path as :func:`ntps_grid`, restricted to the first k_v columns of V, so
-    ``ntps(..., k_v=k)`` equals ``ntps_grid(...)[k - 1]`` up to round-off.
+    ``ntps_score(..., k_v=k)`` equals ``ntps_grid(...)[k - 1]`` up to round-off.
     """
     parts = _grid_contributions(sxx, sxy, c0, c1, rtol, k_v=k_v)
     k_u = _k_u(k_u, parts.overlaps.shape[1])
@@ -369,7 +372,7 @@ def ntps_grid(
 ) -> np.ndarray:
     """NTPS at every autoregressive rank, from one decomposition per subspace.
 
-    Returns ``g`` of shape (d_eff,) with ``g[k - 1] == ntps(sxx, sxy, c0, c1, k_v=k, k_u=k_u)``,
+    Returns ``g`` of shape (d_eff,) with ``g[k - 1] == ntps_score(sxx, sxy, c0, c1, k_v=k, k_u=k_u)``,
     d_eff = rank of c0. With ``q_1, q_2, ...`` the ordered orthonormal basis of the leading
     columns of ``Sigma^{1/2} V`` (QR without pivoting; a column adding nothing gives q_j = 0)::
 
@@ -393,7 +396,7 @@ def ntps_full_grid(
     sxx, sxy, c0, c1, *, rtol: float | None = None, backend: str = "numpy", device=None
 ) -> np.ndarray:
     """NTPS on the whole (k_v, k_u) grid: array (d_eff, r) with
-    ``G[k_v - 1, k_u - 1] == ntps(..., k_v=k_v, k_u=k_u)``, from the same single decomposition
+    ``G[k_v - 1, k_u - 1] == ntps_score(..., k_v=k_v, k_u=k_u)``, from the same single decomposition
     (cumulative sums over both the ordered V basis and the singular directions of M)."""
     overlaps = _grid_contributions(sxx, sxy, c0, c1, rtol, backend, device).overlaps
     rank = overlaps.shape[1]
@@ -413,6 +416,23 @@ def ntps_spectral_grid(
     """``ntps_spectral`` at every k_v in [1, d_eff]: ``cumsum_j ||q_j^T M||^2 / ||M||_F^2``."""
     parts = _grid_contributions(sxx, sxy, c0, c1, rtol, backend, device)
     return np.cumsum(parts.weights) / parts.total
+
+
+class LayerGrids(NamedTuple):
+    """The theorem-consistent and the spectral NTPS of one layer at every k_v = 1..d_eff."""
+
+    theorem: np.ndarray  # (d_eff,) theorem[k - 1] == ntps_score(..., k_v=k)
+    spectral: np.ndarray  # (d_eff,) spectral[k - 1] == ntps_spectral(..., k_v=k)
+
+
+def ntps_grids(sxx, sxy, c0, c1, *, rtol: float | None = None, backend: str = "numpy", device=None) -> LayerGrids:
+    """:func:`ntps_grid` (k_u = r) and :func:`ntps_spectral_grid` of one layer, from ONE
+    decomposition: the two share every eigendecomposition and the ordered basis of
+    ``col(Sigma^{1/2} V)``, and differ only in what is summed (the top-r left singular vectors Q
+    of M, or M itself)."""
+    parts = _grid_contributions(sxx, sxy, c0, c1, rtol, backend, device)
+    rank = parts.overlaps.shape[1]
+    return LayerGrids(np.cumsum(parts.overlaps.sum(1)) / rank, np.cumsum(parts.weights) / parts.total)
 
 
 def _iter_layer_moments(moments, sxy, c0, c1):
@@ -543,7 +563,7 @@ def ntps_reference(sxx, sxy, c0, c1, fraction: float, *, dtype=np.float32) -> fl
     null space, chosen by floating-point noise: a perturbation at round-off level of sxy (or a
     different LAPACK build) changes the score by O(1). The ascending order also takes the LEAST
     autoregressive V directions, and the B-orthonormal scaling weights the U columns by the
-    inverse of the feature variance; neither matches the theorem (see :func:`ntps`). The
+    inverse of the feature variance; neither matches the theorem (see :func:`ntps_score`). The
     absolute 1e-8 cut makes the result depend on the scale of the features. Only for C >= d
     (sxy sxy^T full rank) is it well defined.
 
@@ -568,3 +588,67 @@ def ntps_reference_sweep(
         return _reference_score(u, v, fraction)
 
     return np.array([score_or_nan(float(f)) for f in fractions])
+
+
+def score_layers(moments, k=None, *, spectral: bool = True, rtol: float | None = None, backend: str = "numpy",
+                 device=None):
+    """NTPS of every layer at every k, as a tidy table: the one-call answer for a model and task.
+
+    Parameters
+    ----------
+    moments : Moments
+        What :func:`ntps.extract_moments` returns (or :meth:`ntps.Moments.load` reads back).
+    k : int, sequence of int or None
+        The dimension k of the autoregressive subspace, **always an absolute number of
+        dimensions** (1 <= k <= d_eff, the rank of c0 at that layer); a fraction of the width is
+        ``k_fraction = k / d`` and appears only as a column. None: every k from 1 to d_eff.
+    spectral : bool
+        Also give the spectrum-weighted score (column ``ntps_spectral``).
+    rtol, backend, device
+        As in :func:`ntps_grid`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns layer, k, k_fraction (k / d), ntps (theorem-consistent, k_u = rank of M) and
+        ntps_spectral; one row per (layer, k). A k above a layer's d_eff is left out for that layer.
+
+    Examples
+    --------
+    >>> import numpy as np, ntps
+    >>> from ntps.moments import Moments
+    >>> rng = np.random.default_rng(0)
+    >>> x, y, s = rng.standard_normal((40, 6)), np.eye(2)[rng.integers(0, 2, 40)], rng.standard_normal((90, 6))
+    >>> stats = Moments(sum_xx=[x.T @ x], sum_xy=[x.T @ y], sum_ss=[s.T @ s], sum_sh=[s[:-1].T @ s[1:]],
+    ...                 layers=[0], n_texts=40, n_pairs=89)
+    >>> table = ntps.score_layers(stats, k=[1, 6])
+    >>> list(table.columns)
+    ['layer', 'k', 'k_fraction', 'ntps', 'ntps_spectral']
+    >>> round(float(table.ntps.iloc[-1]), 12)  # k = d: the whole space, every task scores 1
+    1.0
+    """
+    import pandas as pd
+
+    wanted = None
+    if k is not None:
+        values = np.atleast_1d(np.asarray(k))
+        if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.integer) or values.min() < 1:
+            raise ValueError(f"k must be a positive integer or a list of them (an absolute dimension, not a "
+                             f"fraction of the width), got {k!r}")
+        wanted = sorted({int(v) for v in values})
+    rows = []
+    for layer in moments.layers:
+        one = moments.layer(layer)
+        width = one["sxx"].shape[0]
+        try:
+            grids = ntps_grids(**one, rtol=rtol, backend=backend, device=device)
+        except ValueError as error:
+            raise ValueError(f"layer {layer}: {error}") from error
+        ks = range(1, grids.theorem.size + 1) if wanted is None else [v for v in wanted if v <= grids.theorem.size]
+        for kv in ks:
+            row = {"layer": int(layer), "k": int(kv), "k_fraction": kv / width, "ntps": float(grids.theorem[kv - 1])}
+            if spectral:
+                row["ntps_spectral"] = float(grids.spectral[kv - 1])
+            rows.append(row)
+    columns = ["layer", "k", "k_fraction", "ntps"] + (["ntps_spectral"] if spectral else [])
+    return pd.DataFrame(rows, columns=columns)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from ntps.extract import moments
+from ntps.extract import extract_moments as moments
 
 
 @pytest.fixture(scope="module")

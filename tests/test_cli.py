@@ -39,10 +39,10 @@ def test_extract_shards_merge_and_score(toy_jsonl, tmp_path, capsys):
     assert "layer" in printed and "k=1" in printed
     header, *rows = (tmp_path / "grid.csv").read_text().splitlines()
     assert len(rows) == whole.num_layers
-    from ntps.score import ntps
+    from ntps.score import ntps_score
 
     layer0 = whole.layer(0)
-    assert float(rows[0].split(",")[1]) == pytest.approx(ntps(**layer0, k_v=1), rel=1e-5)
+    assert float(rows[0].split(",")[1]) == pytest.approx(ntps_score(**layer0, k_v=1), rel=1e-5)
 
 
 def test_errors_are_reported_not_raised(toy_jsonl, tmp_path, capsys):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from ntps.extract import moments
+from ntps.extract import extract_moments as moments
 
 TEXTS = ["The film was a delight.", "Dull.", "A", "Next token prediction shapes perception.", "I am, you are.",
          "Lovely, enjoyable, amazing.", "0123", "Horrible and lonely."]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ntps.extract import NonFiniteStatesError, moments, plan_batches
+from ntps.extract import NonFiniteStatesError, extract_moments as moments, plan_batches
 from ntps.moments import Moments, MomentsMismatchError
 
 TEXTS = [

@@ -212,7 +212,7 @@ def test_merged_and_unmerged_models_give_the_same_outputs(trained, llama):
 def test_merged_model_feeds_the_extraction_with_the_heads_features(trained):
     """ntps.extract's mean-pooled last layer is exactly what the head reads: NTPS after LoRA is
     computed on the representation that was fine-tuned."""
-    from ntps.extract import moments
+    from ntps.extract import extract_moments as moments
 
     result, _ = trained
     merged = lora.merge(result)

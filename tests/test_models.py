@@ -6,7 +6,7 @@ import torch
 
 from ntps import models
 from ntps.cache import cache_dir
-from ntps.models import ModelNotFoundError, load
+from ntps.models import ModelNotFoundError, load_model
 
 
 def _logits(model, tokenizer, texts):
@@ -22,7 +22,7 @@ def test_saved_folder_loads_back_identically(tmp_path, architecture):
     model, tokenizer = tiny_model(architecture, seed=3)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    loaded, loaded_tokenizer = load(tmp_path)
+    loaded, loaded_tokenizer = load_model(tmp_path)
     texts = ["a short one", "and a somewhat longer text to pad against"]
     assert loaded_tokenizer(texts)["input_ids"] == tokenizer(texts)["input_ids"]
     torch.testing.assert_close(_logits(loaded, loaded_tokenizer, texts), _logits(model, tokenizer, texts),
@@ -38,8 +38,8 @@ def test_model_saved_without_tokenizer_needs_and_takes_one(tmp_path):
     model.save_pretrained(tmp_path / "model")  # weights only, as OpenELM's repositories ship them
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     with pytest.raises(ModelNotFoundError, match="has no tokenizer.*tokenizer="):
-        load(tmp_path / "model")
-    loaded, loaded_tokenizer = load(tmp_path / "model", tokenizer=tmp_path / "tokenizer")
+        load_model(tmp_path / "model")
+    loaded, loaded_tokenizer = load_model(tmp_path / "model", tokenizer=tmp_path / "tokenizer")
     texts = ["a short one", "and a somewhat longer text"]
     assert loaded_tokenizer(texts)["input_ids"] == tokenizer(texts)["input_ids"]
     torch.testing.assert_close(_logits(loaded, loaded_tokenizer, texts), _logits(model, tokenizer, texts),
@@ -59,10 +59,10 @@ def test_openelm_is_paired_with_the_tokenizer_its_authors_name(monkeypatch):
     monkeypatch.setattr(models, "hub_reachable", lambda timeout: False)
     for name, expected in (("apple/OpenELM-450M", "meta-llama/Llama-2-7b-hf"), ("Qwen/Qwen2-0.5B", None)):
         with pytest.raises(ModelNotFoundError, match="cannot be reached"):
-            load(name)
+            load_model(name)
         assert seen[name] == expected
     with pytest.raises(ModelNotFoundError):
-        load("apple/OpenELM-270M", tokenizer="someone/other-tokenizer")
+        load_model("apple/OpenELM-270M", tokenizer="someone/other-tokenizer")
     assert seen["apple/OpenELM-270M"] == "someone/other-tokenizer"  # an explicit choice wins
 
 
@@ -73,38 +73,38 @@ def test_pad_token_set_when_the_tokenizer_has_none(tmp_path):
     tokenizer.pad_token = None
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    _, loaded_tokenizer = load(tmp_path)
+    _, loaded_tokenizer = load_model(tmp_path)
     assert loaded_tokenizer.pad_token == loaded_tokenizer.eos_token == "</s>"
     batch = loaded_tokenizer(["one", "one two three"], padding=True)
     assert len(set(map(len, batch["input_ids"]))) == 1
 
 
 def test_dtype_and_bad_dtype():
-    model, _ = load("tiny-llama", dtype="bfloat16")
+    model, _ = load_model("tiny-llama", dtype="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
-        load("tiny-llama", dtype="float8")
+        load_model("tiny-llama", dtype="float8")
 
 
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(ModelNotFoundError, match="unknown model 'smollm2-135'.*Did you mean 'smollm2-135m'"):
-        load("smollm2-135")
+        load_model("smollm2-135")
 
 
 def test_missing_paths_say_so(tmp_path):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        load(tmp_path / "absent" / "model.gguf")
+        load_model(tmp_path / "absent" / "model.gguf")
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        load("./no/such/folder")
+        load_model("./no/such/folder")
     with pytest.raises(ModelNotFoundError, match="has no config.json"):
-        load(tmp_path)
+        load_model(tmp_path)
 
 
 def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     with pytest.raises(ModelNotFoundError, match="hub cannot be reached.*smollm2-135m"):
-        load("Qwen/Qwen2-0.5B-not-cached-here")
+        load_model("Qwen/Qwen2-0.5B-not-cached-here")
     assert time.perf_counter() - start < 15
 
 
@@ -121,11 +121,11 @@ def test_trust_remote_code_is_off_unless_asked(monkeypatch):
 
     def fake_from_pretrained(source, **kwargs):
         seen.append(kwargs["trust_remote_code"])
-        return load("tiny-llama")
+        return load_model("tiny-llama")
 
     monkeypatch.setattr(models, "_from_pretrained", fake_from_pretrained)
-    load("org/model")
-    load("org/model", trust_remote_code=True)
+    load_model("org/model")
+    load_model("org/model", trust_remote_code=True)
     assert seen == [False, True]
 
 
@@ -134,12 +134,12 @@ GGUF = Path(cache_dir("downloads")) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.mark.skipif(not GGUF.is_file(), reason="offline model not fetched (run `make setup`)")
 def test_offline_model_matches_a_direct_gguf_load():
-    model, tokenizer = load("smollm2-135m")
+    model, tokenizer = load_model("smollm2-135m")
     assert (model.config.num_hidden_layers, model.config.hidden_size) == (30, 576)
     assert (models.prepare_offline_model() / "ntps_source.json").is_file()
     # Independent of the converted copy: transformers dequantising the GGUF file itself, through
     # load()'s .gguf path (one dequantisation: it takes most of this test's time).
-    reference, reference_tokenizer = load(GGUF)
+    reference, reference_tokenizer = load_model(GGUF)
     text = ["The capital of France is"]
     assert tokenizer(text)["input_ids"] == reference_tokenizer(text)["input_ids"]
     torch.testing.assert_close(_logits(model, tokenizer, text), _logits(reference, reference_tokenizer, text),

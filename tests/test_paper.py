@@ -169,10 +169,10 @@ def test_companion_pairs_names_missing_columns():
 @pytest.fixture(scope="module")
 def tiny():
     from ntps import data
-    from ntps.extract import moments
-    from ntps.models import load
+    from ntps.extract import extract_moments as moments
+    from ntps.models import load_model
 
-    model, tokenizer = load("tiny-llama")
+    model, tokenizer = load_model("tiny-llama")
     train = data.load("rt_sentiment", "train", root=DATA)
     stats = moments(model, tokenizer, train.texts, train.labels, num_classes=2, progress=False)
     return model, tokenizer, stats

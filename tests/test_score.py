@@ -15,7 +15,7 @@ import torch
 from ntps import score, synthetic
 from ntps.score import (
     autoregressive_subspace,
-    ntps,
+    ntps_score,
     ntps_full_grid,
     ntps_grid,
     ntps_layers,
@@ -114,7 +114,7 @@ def test_grid_equals_ntps_at_every_k(layer):
     for k_u in (None, 1, 2):
         grid = ntps_grid(sxx, sxy, c0, c1, k_u=k_u)
         assert grid.shape == (10,)
-        per_k = [ntps(sxx, sxy, c0, c1, k_v=k, k_u=k_u) for k in range(1, 11)]
+        per_k = [ntps_score(sxx, sxy, c0, c1, k_v=k, k_u=k_u) for k in range(1, 11)]
         np.testing.assert_allclose(grid, per_k, rtol=0, atol=1e-12)
     full = ntps_full_grid(sxx, sxy, c0, c1)
     assert full.shape == (10, 3)
@@ -180,7 +180,7 @@ def test_ntps_one_when_V_contains_perception_subspace_and_zero_when_orthogonal()
     c1 = ar_moments_with_nested_spans(c0, inside, rng)
     grid = ntps_grid(sxx, sxy, c0, c1)
     np.testing.assert_allclose(grid[2:], 1.0, atol=1e-10)
-    assert ntps(sxx, sxy, c0, c1, k_v=3) == pytest.approx(1.0, abs=1e-10)
+    assert ntps_score(sxx, sxy, c0, c1, k_v=3) == pytest.approx(1.0, abs=1e-10)
     assert ntps_spectral(sxx, sxy, c0, c1, k_v=3) == pytest.approx(1.0, abs=1e-10)
     np.testing.assert_allclose(grid[:2], [1 / 3, 2 / 3], atol=1e-10)  # one direction of Q each
 
@@ -189,7 +189,7 @@ def test_ntps_one_when_V_contains_perception_subspace_and_zero_when_orthogonal()
     c1 = ar_moments_with_nested_spans(c0, outside, rng)
     grid = ntps_grid(sxx, sxy, c0, c1)
     np.testing.assert_allclose(grid[: d - 3], 0.0, atol=1e-10)
-    assert ntps(sxx, sxy, c0, c1, k_v=d - 3) == pytest.approx(0.0, abs=1e-10)
+    assert ntps_score(sxx, sxy, c0, c1, k_v=d - 3) == pytest.approx(0.0, abs=1e-10)
     assert grid[-1] == pytest.approx(1.0, abs=1e-10)
 
 
@@ -442,7 +442,7 @@ def test_inputs_are_never_mutated(layer):
     copies = [a.copy() for a in arrays] + [v.copy()]
     sxx, sxy, c0, c1 = arrays
     calls = [
-        lambda: ntps(sxx, sxy, c0, c1, 3),
+        lambda: ntps_score(sxx, sxy, c0, c1, 3),
         lambda: ntps_grid(sxx, sxy, c0, c1),
         lambda: ntps_grid(sxx, sxy, c0, c1, backend="torch"),
         lambda: ntps_full_grid(sxx, sxy, c0, c1),
@@ -482,23 +482,23 @@ def _bad_input_cases(layer):
     empty_class[:, 1] = 0.0
     indefinite = c0 - 2.0 * np.linalg.eigvalsh(c0).max() * np.outer(np.eye(10)[0], np.eye(10)[0])
     return [
-        (lambda: ntps(sxx, sxy.T, c0, c1, 1), r"sxy has shape \(3, 10\).*did you pass its transpose"),
-        (lambda: ntps(sxx[:, :9], sxy, c0, c1, 1), r"sxx must be a square"),
-        (lambda: ntps(sxx, sxy, c0[:9, :9], c1, 1), r"c0 is \(9, 9\) but sxx is \(10, 10\)"),
-        (lambda: ntps(sxx, sxy, c0, c1[:, :9], 1), r"c1 has shape \(10, 9\)"),
-        (lambda: ntps(sxx, sxy[:9], c0, c1, 1), r"sxy has shape \(9, 3\) but sxx is \(10, 10\)"),
-        (lambda: ntps(sxx, sxy, c0, c1, 0), r"k_v must be in \[1, 10\]"),
-        (lambda: ntps(sxx, sxy, c0, c1, 11), r"k_v must be in \[1, 10\]"),
-        (lambda: ntps(sxx, sxy, c0, c1, 1.5), r"k_v must be an integer in \[1, 10\]"),
-        (lambda: ntps(sxx, sxy, c0, c1, 2, k_u=4), r"k_u must be in \[1, 3\]"),
+        (lambda: ntps_score(sxx, sxy.T, c0, c1, 1), r"sxy has shape \(3, 10\).*did you pass its transpose"),
+        (lambda: ntps_score(sxx[:, :9], sxy, c0, c1, 1), r"sxx must be a square"),
+        (lambda: ntps_score(sxx, sxy, c0[:9, :9], c1, 1), r"c0 is \(9, 9\) but sxx is \(10, 10\)"),
+        (lambda: ntps_score(sxx, sxy, c0, c1[:, :9], 1), r"c1 has shape \(10, 9\)"),
+        (lambda: ntps_score(sxx, sxy[:9], c0, c1, 1), r"sxy has shape \(9, 3\) but sxx is \(10, 10\)"),
+        (lambda: ntps_score(sxx, sxy, c0, c1, 0), r"k_v must be in \[1, 10\]"),
+        (lambda: ntps_score(sxx, sxy, c0, c1, 11), r"k_v must be in \[1, 10\]"),
+        (lambda: ntps_score(sxx, sxy, c0, c1, 1.5), r"k_v must be an integer in \[1, 10\]"),
+        (lambda: ntps_score(sxx, sxy, c0, c1, 2, k_u=4), r"k_u must be in \[1, 3\]"),
         (lambda: ntps_grid(sxx, sxy, c0, c1, k_u=0), r"k_u must be in \[1, 3\]"),
-        (lambda: ntps(nan_sxx, sxy, c0, c1, 1), r"sxx contains 1 non-finite"),
+        (lambda: ntps_score(nan_sxx, sxy, c0, c1, 1), r"sxx contains 1 non-finite"),
         (lambda: ntps_grid(sxx, sxy, c0, inf_c1), r"c1 contains 1 non-finite"),
-        (lambda: ntps(sxx, 0 * sxy, c0, c1, 1), r"sxy is all zero: the labels carry no mass"),
+        (lambda: ntps_score(sxx, 0 * sxy, c0, c1, 1), r"sxy is all zero: the labels carry no mass"),
         (lambda: ntps_grid(sxx, empty_class, c0, c1), r"sxy column\(s\) \[1\] are all zero.*no examples"),
-        (lambda: ntps(sxx, sxy, c1, c0, 1), r"c0 is not symmetric"),
-        (lambda: ntps(sxx, sxy, c0, 0 * c1, 1), r"c1 is all zero.*no autoregressive signal"),
-        (lambda: ntps(0 * sxx, sxy, c0, c1, 1), r"sxx is all zero.*no mass"),
+        (lambda: ntps_score(sxx, sxy, c1, c0, 1), r"c0 is not symmetric"),
+        (lambda: ntps_score(sxx, sxy, c0, 0 * c1, 1), r"c1 is all zero.*no autoregressive signal"),
+        (lambda: ntps_score(0 * sxx, sxy, c0, c1, 1), r"sxx is all zero.*no mass"),
         (lambda: ntps_grid(sxx, sxy, indefinite, c1), r"c0 is not positive semi-definite"),
         (lambda: ntps_of_encoder(sxx, sxy, np.ones((3, 10))), r"encoder must be \(d, k\).*transpose"),
         (lambda: ntps_reference(sxx, sxy, c0, c1, 0.0), r"fraction must be in \(0, 1\]"),
