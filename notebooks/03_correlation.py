@@ -317,7 +317,7 @@ within.T
 # ## Across tasks: the correlation, with and without selection
 #
 # The paper's question is across datasets: does a task with a higher NTPS get a better probe? Each
-# task is one point. `ntps.experiments.correlation_table` puts every score (the three NTPS variants
+# task is one point. `ntps.experiments.selection_table` puts every score (the three NTPS variants
 # and the peers below) against every probe target under the three selection rules, with percentile
 # bootstrap intervals that resample tasks (`ntps.evaluate.correlations`). For the least-squares
 # probe a good score should go with a *low* error, so there the selection maximises minus the
@@ -331,7 +331,7 @@ for model_name in models:
 fixed_layer = int(round(fixed_layer_fraction * (depth - 1)))
 tables, chosen_by_model = {}, {}
 for model_name in models:
-    tables[model_name], chosen_by_model[model_name] = experiments.correlation_table(
+    tables[model_name], chosen_by_model[model_name] = experiments.selection_table(
         ntps_tables[model_name], probe_tables[model_name], peer_tables[model_name],
         baselines=experiments.task_baselines(train[model_name]), fixed_layer=fixed_layer,
         fixed_k_fraction=fixed_k_fraction, n_boot=n_boot, confidence=confidence, seed=seed)
@@ -340,7 +340,7 @@ correlation = pd.concat(tables.values(), ignore_index=True)
 selections = chosen_by_model[main_model]
 print(f"fixed in advance: layer {fixed_layer} of {depth - 1}, k = {fixed_k_fraction:.2f} d; "
       f"Spearman over {len(task_names)} tasks, {pct} bootstrap intervals")
-rules = ["in-sample", "leave-one-dataset-out", "fixed"]
+rules = ["in-sample", "leave-one-task-out", "fixed"]
 families = {"ntps": 0, "peer": 1, "baseline": 2}
 
 
@@ -416,7 +416,7 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), sharey=True)
 for ax, rule in zip(axes, rules):
     sel = chosen[rule]
     row = main[(main.score == "ntps:theorem") & (main.rule == rule)].iloc[0]
-    sns.scatterplot(data=sel.pairs, x="ntps", y="test_accuracy", hue="dataset", s=70, ax=ax, legend=ax is axes[0],
+    sns.scatterplot(data=sel.pairs, x="ntps", y="test_accuracy", hue="task", s=70, ax=ax, legend=ax is axes[0],
                     hue_order=task_names)
     for _, p in sel.pairs.iterrows():
         ax.annotate(f"L{int(p.layer)}, k={p.k_fraction:.2f}d", (p.ntps, p.test_accuracy), fontsize=7,
@@ -438,7 +438,7 @@ from ntps import results  # noqa: E402
 records = []
 for model_name, chosen_here in chosen_by_model.items():
     for rule, sel in chosen_here.get(("ntps:theorem", "test_accuracy"), {}).items():
-        pairs = sel.pairs.drop(columns=["test_accuracy"]).rename(columns={"dataset": "task"})
+        pairs = sel.pairs.drop(columns=["test_accuracy"])
         pairs = pairs.merge(probe_tables[model_name], on=["task", "layer"])
         records += [{"model": model_name, "task": row.task, "rule": rule, "variant": "theorem",
                      "selected_on": "test_accuracy", "layer": int(row.layer), "k_fraction": float(row.k_fraction),
@@ -463,12 +463,12 @@ print(f"saved {len(records)} records as 'correlation' ({results_profile})")
 
 # %%
 merged = ntps_tables[main_model].merge(probe_tables[main_model], on=["task", "layer"])
-theorem = merged[merged.variant == "theorem"].rename(columns={"task": "dataset"})
+theorem = merged[merged.variant == "theorem"]
 perms = {(target, rule): evaluate.permutation_test(theorem, score="ntps", target=target,
                                                    config=["layer", "k_fraction"], rule=rule,
                                                    n_permutations=n_permutations, seed=seed)
-         for target in ("test_accuracy", "test_gain") for rule in ("in-sample", "leave-one-dataset-out")}
-perm = {rule: perms["test_accuracy", rule] for rule in ("in-sample", "leave-one-dataset-out")}
+         for target in ("test_accuracy", "test_gain") for rule in ("in-sample", "leave-one-task-out")}
+perm = {rule: perms["test_accuracy", rule] for rule in ("in-sample", "leave-one-task-out")}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
 for ax, (rule, result) in zip(axes, perm.items()):
     sns.histplot(result.null[np.isfinite(result.null)], bins=25, ax=ax, color="0.6")
@@ -513,7 +513,7 @@ for name in ["ntps:theorem", "ntps:spectral", *peer_metrics]:
     else:
         part = peer_tables[main_model].merge(probe_tables[main_model], on=["task", "layer"])
         col = name
-    values = evaluate.config_correlations(part.rename(columns={"task": "dataset"}), score=col,
+    values = evaluate.config_correlations(part, score=col,
                                           target="test_accuracy", config=["layer"])
     by_layer += [{"score": name.replace("ntps:", "NTPS "), "layer": layer, "Spearman": r}
                  for layer, r in values["correlation"].items()]
@@ -736,7 +736,7 @@ lines.append(
     f"- **What the search alone finds.** With the probe accuracies shuffled across tasks, the in-sample rule reports "
     f"a median Spearman of {null_median:+.2f} ({np.nanmean(perm['in-sample'].null >= 0.5):.0%} of shuffles reach "
     f"0.5). Against that null, the observed in-sample value has a selection-aware p-value of "
-    f"{perm['in-sample'].p_value:.3f}, the held-out one {perm['leave-one-dataset-out'].p_value:.3f} "
+    f"{perm['in-sample'].p_value:.3f}, the held-out one {perm['leave-one-task-out'].p_value:.3f} "
     f"({n_permutations} permutations).")
 widths = main.dropna(subset=["estimate"]).eval("high - low")
 lines.append(
@@ -747,20 +747,20 @@ lines.append(
     "its interval under held-out selection excludes 0.")
 for target, what in (("test_accuracy", "held-out accuracy"), ("test_gain", "the gain over the majority class")):
     held = correlation[(correlation.model == main_model) & (correlation.target == target)
-                       & (correlation.rule == "leave-one-dataset-out")]
+                       & (correlation.rule == "leave-one-task-out")]
     supported = [f"{r['score'].replace('ntps:', 'NTPS ')} {interval(r)}" for _, r in held.iterrows()
                  if np.isfinite(r["estimate"]) and (r["low"] > 0 or r["high"] < 0)]
     lines.append(f"    - against {what}, the intervals that exclude 0 under held-out selection: "
                  + ("; ".join(supported) if supported else "none") + ".")
-base_out = get("majority_share", "leave-one-dataset-out")
-gain_theorem, gain_spectral = (get(f"ntps:{v}", "leave-one-dataset-out", "test_gain") for v in ("theorem", "spectral"))
+base_out = get("majority_share", "leave-one-task-out")
+gain_theorem, gain_spectral = (get(f"ntps:{v}", "leave-one-task-out", "test_gain") for v in ("theorem", "spectral"))
 if base_out is not None and gain_theorem is not None:
     lines.append(
         f"- **Baselines that ignore the model.** The majority-class share of the training split correlates with "
         f"held-out accuracy at {interval(base_out)} under the same held-out rule. Against the probe's gain over "
         f"the majority class, the held-out correlation of NTPS is {interval(gain_theorem)} (theorem) and "
         f"{interval(gain_spectral)} (spectral).")
-best_peer = main[(main.family == "peer") & (main.rule == "leave-one-dataset-out")].dropna(subset=["estimate"])
+best_peer = main[(main.family == "peer") & (main.rule == "leave-one-task-out")].dropna(subset=["estimate"])
 if len(best_peer):
     top = best_peer.sort_values("estimate", ascending=False).iloc[0]
     h_note = ""
@@ -787,7 +787,7 @@ if control_scores is not None:
         f"- **Control.** On {len(control_names)} tasks, pretrained minus random weights: layer-averaged NTPS "
         f"(k = {small_k:.2f} d) {diff.min():+.2f} to {diff.max():+.2f}, best held-out probe accuracy "
         f"{acc_diff.min():+.2f} to {acc_diff.max():+.2f}.")
-gain_perm = perms["test_gain", "leave-one-dataset-out"]
+gain_perm = perms["test_gain", "leave-one-task-out"]
 lines.append(
     f"- **Beyond class balance.** Against the gain over the majority class, the held-out rule's correlation for "
     f"NTPS (theorem) has a selection-aware p-value of {gain_perm.p_value:.3f}.")

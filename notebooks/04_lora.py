@@ -312,7 +312,7 @@ print(f"gains from {outcome['gain'].min():+.3f} to {outcome['gain'].max():+.3f};
 # ## Does NTPS predict the gain?
 #
 # The paper's convention: correlate NTPS with **minus** the gain, so that a positive correlation is
-# agreement (high NTPS, small gain). `ntps.experiments.correlation_table` does it for each NTPS
+# agreement (high NTPS, small gain). `ntps.experiments.selection_table` does it for each NTPS
 # variant under three ways of choosing the (layer, k) at which NTPS is read:
 #
 # * **fixed in advance**, this page's main answer: the rule of the correlation chapter, the
@@ -334,10 +334,10 @@ print(f"gains from {outcome['gain'].min():+.3f} to {outcome['gain'].max():+.3f};
 # %%
 minus_gain = before[["task", "layer"]].drop_duplicates().assign(
     minus_gain=lambda f: -f["task"].map(outcome["gain"]))
-summary, selections = experiments.correlation_table(before, minus_gain, targets={"minus_gain": True},
+summary, selections = experiments.selection_table(before, minus_gain, targets={"minus_gain": True},
                                                     fixed_layer=fixed_layer, fixed_k_fraction=fixed_k,
                                                     n_boot=n_boot, confidence=confidence, seed=seed)
-rules = ["fixed", "in-sample", "leave-one-dataset-out"]
+rules = ["fixed", "in-sample", "leave-one-task-out"]
 summary["Spearman [CI]"] = summary.apply(interval, axis=1)
 table = summary.pivot(index="score", columns="rule", values="Spearman [CI]").reindex(columns=rules)
 notes = summary.groupby("score")["note"].first()
@@ -383,8 +383,7 @@ plt.show()
 # single cell is mostly chance.
 
 # %%
-theorem = before[before.variant == "theorem"].merge(minus_gain, on=["task", "layer"]).rename(
-    columns={"task": "dataset"})
+theorem = before[before.variant == "theorem"].merge(minus_gain, on=["task", "layer"])
 grid = evaluate.config_correlations(theorem, score="ntps", target="minus_gain", config=["layer", "k_fraction"])
 heat = grid["correlation"].unstack("k_fraction")
 undefined = [f for f in heat.columns if heat[f].isna().all()]
@@ -546,7 +545,7 @@ print(f"one LoRA update of {train_batch_size} texts: {seconds_per_update:.2f} s;
 fixed_rows = summary[summary.rule == "fixed"].set_index("score")
 t_fix = fixed_rows.loc["ntps:theorem"]
 t_in = summary[(summary.score == "ntps:theorem") & (summary.rule == "in-sample")].iloc[0]
-t_out = summary[(summary.score == "ntps:theorem") & (summary.rule == "leave-one-dataset-out")].iloc[0]
+t_out = summary[(summary.score == "ntps:theorem") & (summary.rule == "leave-one-task-out")].iloc[0]
 fixed_col, small_col = f"k = {fixed_k:.2f} d", f"k = {small_k:.2f} d"
 rises_fixed = change[(fixed_col, f"after, layer {fixed_layer}")] - change[(fixed_col, f"before, layer {fixed_layer}")]
 rises_small = change[(small_col, "mean change over layers")]

@@ -96,9 +96,9 @@ started = time.perf_counter()
 figure1, figure2, figure3 = paper.load_figure1(), paper.load_figure2(), paper.load_figure3()
 for name, table in (("Figure 1", figure1), ("Figure 2", figure2), ("Figure 3", figure3)):
     print(f"{name}: {table.shape[0]} rows, columns {list(table.columns)}")
-print(f"Figure 2: {figure2['model'].nunique()} models x {figure2['dataset'].nunique()} datasets per panel, "
+print(f"Figure 2: {figure2['model'].nunique()} models x {figure2['task'].nunique()} datasets per panel, "
       f"panels {sorted(figure2['figure'].unique())}")
-print(f"Figure 3: {figure3['model'].nunique()} models x {figure3['dataset'].nunique()} datasets")
+print(f"Figure 3: {figure3['model'].nunique()} models x {figure3['task'].nunique()} datasets")
 figure2.head(3)
 
 # %% [markdown]
@@ -136,7 +136,7 @@ print(f"{int(check['matches'].sum())} of {len(check)} printed Spearman values ar
 
 # %%
 published = paper.paper_pairs()
-paper_corr = paper.correlation_table(published, n_boot=n_boot, seed=seed)
+paper_corr = paper.per_model_correlations(published, n_boot=n_boot, seed=seed)
 wide = paper_corr.assign(model=paper_corr["model"].map(label)).pivot_table(
     index=["panel", "model"], columns="method", values=["estimate", "low", "high"], sort=False)
 wide = wide.reindex(columns=pd.MultiIndex.from_product([["estimate", "low", "high"],
@@ -195,7 +195,7 @@ print(f"Figure 3's NTPS values differ from the accuracy panel's for {int(versus_
 
 # %%
 both = published[published["panel"].isin(["2-acc", "2-mse"])].pivot_table(
-    index=["model", "dataset"], columns="panel", values="ntps")
+    index=["model", "task"], columns="panel", values="ntps")
 fig, axes = plt.subplots(2, 4, figsize=(13, 6.2), sharex=True, sharey=True)
 for ax, model in zip(axes.flat, paper.MODELS):
     values = both.loc[model]
@@ -239,7 +239,7 @@ print(f"Accuracy panel: Spearman falls by up to {drop_acc.max():.2f} (median {dr
 # of the correlations, not of the numbers one by one.
 #
 # Two differences in method are kept visible. The correlation chapter chooses (layer, k) for
-# held-out probe accuracy under three rules (`in-sample` as the paper did, `leave-one-dataset-out`,
+# held-out probe accuracy under three rules (`in-sample` as the paper did, `leave-one-task-out`,
 # "LODO" in the plot, and `fixed` in advance) and uses that one configuration for both Figure 2
 # panels, where the paper chose one per panel. And the paper's Figure 2 scores each probe on its own
 # training texts; the companion's rows come twice, with that in-sample probe (`companion, in-sample
@@ -266,7 +266,7 @@ for name, kind, chapter in (("correlation", "correlation", "the correlation chap
     print(f"{name!r} ({results_profile}): {len(records)} records, models {sorted(pairs['model'].unique())}, "
           f"selections {sorted(pairs['selection'].unique())}, panels {sorted(pairs['panel'].unique())}")
 side_pairs = pd.concat([published, *companion], ignore_index=True)
-side = paper.correlation_table(side_pairs, methods=("spearman",), n_boot=n_boot, seed=seed)
+side = paper.per_model_correlations(side_pairs, methods=("spearman",), n_boot=n_boot, seed=seed)
 side["model"] = side["model"].map(lambda m: label(m) or m)
 side_table = side.set_index(["panel", "source", "selection", "model"])[["n", "estimate", "low", "high", "agrees"]]
 display(side_table)
@@ -277,7 +277,7 @@ fig, axes = plt.subplots(1, len(panels), figsize=(14, 0.45 * side.groupby("panel
                          sharey=False)
 for ax, panel in zip(axes, panels):
     rows = side[side["panel"] == panel].reset_index(drop=True)
-    short = {"leave-one-dataset-out": "LODO", "in-sample": "in-sample", "fixed": "fixed"}
+    short = {"leave-one-task-out": "LODO", "in-sample": "in-sample", "fixed": "fixed"}
     names = [m if s == "paper" else f"{m} · {short.get(sel, sel)} · {s.split(', ')[-1].replace(' probe', '')}"
              for m, s, sel in zip(rows["model"], rows["source"], rows["selection"])]
     colors = ["C0" if s == "paper" else "C1" if "in-sample" in s else "C3" for s in rows["source"]]

@@ -1,29 +1,29 @@
-"""Honest statistics for "does a score predict probe quality across datasets?".
+"""Honest statistics for "does a score predict probe quality across tasks?".
 
-The paper correlates NTPS with linear-probe quality across datasets, one point per dataset, after
-choosing the layer and k on the same datasets the correlation is then computed on. This module
+The paper correlates NTPS with linear-probe quality across tasks, one point per task, after
+choosing the layer and k on the same tasks the correlation is then computed on. This module
 provides the pieces to do it properly:
 
 * :func:`correlations`: Spearman, Kendall (tau-b) and Pearson correlations (point estimates and
   p-values from ``scipy.stats``) with percentile bootstrap confidence intervals, resampling the
-  datasets (the pairs) with replacement;
+  tasks (the pairs) with replacement;
 * :func:`select_in_sample`: the paper's rule, the configuration (e.g. layer and k) whose
-  correlation over all datasets is largest, and that correlation;
-* :func:`select_leave_one_dataset_out`: for each dataset, choose the configuration on the **other**
-  datasets only and read the left-out dataset's (score, target) pair at that configuration; the
+  correlation over all tasks is largest, and that correlation;
+* :func:`select_leave_one_task_out`: for each task, choose the configuration on the **other**
+  tasks only and read the left-out task's (score, target) pair at that configuration; the
   correlation of these held-out pairs estimates how well the whole procedure, selection included,
-  predicts on a new dataset;
+  predicts on a new task;
 * :func:`select_fixed`: a configuration fixed in advance (a baseline that needs no selection);
 * :func:`bootstrap_coverage`: how often the intervals cover the truth on bivariate normal data;
 * :func:`permutation_test`: the correlation a selection rule finds when the targets are shuffled
-  across datasets, i.e. what the search over configurations alone produces.
+  across tasks, i.e. what the search over configurations alone produces.
 
-Tables are long ``pandas.DataFrame`` s with one row per (dataset, configuration): a ``dataset``
+Tables are long ``pandas.DataFrame`` s with one row per (task, configuration): a ``task``
 column, the configuration columns (e.g. ``layer``, ``k``), a score column (e.g. ``ntps``) and a
 target column (e.g. ``test_accuracy``). The target may depend on the configuration (probe accuracy
 at the layer the score was taken at, as in the paper).
 
-Caveat, stated once: with a handful of datasets (8 offline, 12 in the paper) rank correlations take
+Caveat, stated once: with a handful of tasks (8 offline, 12 in the paper) rank correlations take
 few distinct values and bootstrap intervals are wide and, at such n, tend to under-cover
 (:func:`bootstrap_coverage` measures by how much). Intervals of in-sample selections condition on
 the chosen configuration and ignore the selection, so they are optimistic.
@@ -48,7 +48,7 @@ __all__ = [
     "config_correlations",
     "best_config",
     "select_in_sample",
-    "select_leave_one_dataset_out",
+    "select_leave_one_task_out",
     "select_fixed",
     "compare_selections",
     "PermutationTest",
@@ -174,12 +174,12 @@ def _scipy_test(x, y, method):
 
 def correlations(x, y, *, methods: Sequence[str] = METHODS, n_boot: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> pd.DataFrame:
-    """Correlations of (x_i, y_i) across datasets with percentile bootstrap confidence intervals.
+    """Correlations of (x_i, y_i) across tasks with percentile bootstrap confidence intervals.
 
     Parameters
     ----------
     x, y : array_like, shape (n,)
-        Paired values, one pair per dataset (e.g. NTPS and probe accuracy).
+        Paired values, one pair per task (e.g. NTPS and probe accuracy).
     methods : sequence of {"spearman", "kendall", "pearson"}
     n_boot : int
         Bootstrap resamples: n pairs drawn with replacement, the same draws for every method.
@@ -273,10 +273,10 @@ def bootstrap_coverage(n: int, rho: float = 0.5, *, replications: int = 300, n_b
 class Selection(NamedTuple):
     """The outcome of a selection rule.
 
-    rule: "in-sample", "leave-one-dataset-out" or "fixed".
-    pairs: one row per dataset with the configuration used for it, its score and its target.
+    rule: "in-sample", "leave-one-task-out" or "fixed".
+    pairs: one row per task with the configuration used for it, its score and its target.
     correlation: the chosen coefficient over ``pairs`` (method of the selection).
-    configs: the configuration chosen for each dataset (identical rows for in-sample and fixed).
+    configs: the configuration chosen for each task (identical rows for in-sample and fixed).
     """
 
     rule: str
@@ -285,11 +285,11 @@ class Selection(NamedTuple):
     configs: pd.DataFrame
 
 
-def _prepare(table: pd.DataFrame, score: str, target: str, config: Sequence[str], dataset: str):
+def _prepare(table: pd.DataFrame, score: str, target: str, config: Sequence[str], task: str):
     if not isinstance(table, pd.DataFrame):
-        raise ValueError("table must be a pandas DataFrame with one row per (dataset, configuration)")
+        raise ValueError("table must be a pandas DataFrame with one row per (task, configuration)")
     config = list(config)
-    needed = [dataset, *config, score, target]
+    needed = [task, *config, score, target]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"table lacks the columns {missing}; it has {list(table.columns)}")
@@ -298,33 +298,33 @@ def _prepare(table: pd.DataFrame, score: str, target: str, config: Sequence[str]
     if table.empty:
         raise ValueError("table is empty")
     data = table[needed].copy()
-    duplicated = data.duplicated([dataset, *config])
+    duplicated = data.duplicated([task, *config])
     if duplicated.any():
-        raise ValueError(f"{int(duplicated.sum())} rows repeat a (dataset, configuration): "
-                         f"first {data.loc[duplicated, [dataset, *config]].iloc[0].tolist()}")
+        raise ValueError(f"{int(duplicated.sum())} rows repeat a (task, configuration): "
+                         f"first {data.loc[duplicated, [task, *config]].iloc[0].tolist()}")
     return data, config
 
 
-def _matrices(data: pd.DataFrame, score: str, target: str, config: list[str], dataset: str):
-    """score and target as (n_configs, n_datasets) matrices; configs in sorted order."""
-    datasets = sorted(data[dataset].unique(), key=str)
-    wide_x = data.pivot_table(index=config, columns=dataset, values=score, aggfunc="first", dropna=False)
-    wide_y = data.pivot_table(index=config, columns=dataset, values=target, aggfunc="first", dropna=False)
-    wide_x = wide_x.reindex(columns=datasets).sort_index()
-    wide_y = wide_y.reindex(index=wide_x.index, columns=datasets)
-    return wide_x, wide_y, datasets
+def _matrices(data: pd.DataFrame, score: str, target: str, config: list[str], task: str):
+    """score and target as (n_configs, n_tasks) matrices; configs in sorted order."""
+    tasks = sorted(data[task].unique(), key=str)
+    wide_x = data.pivot_table(index=config, columns=task, values=score, aggfunc="first", dropna=False)
+    wide_y = data.pivot_table(index=config, columns=task, values=target, aggfunc="first", dropna=False)
+    wide_x = wide_x.reindex(columns=tasks).sort_index()
+    wide_y = wide_y.reindex(index=wide_x.index, columns=tasks)
+    return wide_x, wide_y, tasks
 
 
 def config_correlations(table: pd.DataFrame, *, score: str, target: str, config: Sequence[str] = ("layer", "k"),
-                        dataset: str = "dataset", method: str = "spearman") -> pd.DataFrame:
-    """The correlation across datasets of every configuration: a DataFrame indexed by config with
+                        task: str = "task", method: str = "spearman") -> pd.DataFrame:
+    """The correlation across tasks of every configuration: a DataFrame indexed by config with
     columns ``correlation`` (method) and ``pearson`` (tie-breaker), NaN where a configuration lacks a
-    finite value for some dataset or is constant."""
-    data, config = _prepare(table, score, target, config, dataset)
-    wide_x, wide_y, _ = _matrices(data, score, target, config, dataset)
+    finite value for some task or is constant."""
+    data, config = _prepare(table, score, target, config, task)
+    wide_x, wide_y, _ = _matrices(data, score, target, config, task)
     x, y = wide_x.to_numpy(float), wide_y.to_numpy(float)
     if x.shape[1] < 3:
-        raise ValueError(f"a correlation across datasets needs at least 3 datasets, got {x.shape[1]}")
+        raise ValueError(f"a correlation across tasks needs at least 3 tasks, got {x.shape[1]}")
     complete = np.all(np.isfinite(x) & np.isfinite(y), axis=1)
     r = np.full(x.shape[0], np.nan)
     p = np.full(x.shape[0], np.nan)
@@ -335,24 +335,24 @@ def config_correlations(table: pd.DataFrame, *, score: str, target: str, config:
 
 
 def best_config(table: pd.DataFrame, *, score: str, target: str, config: Sequence[str] = ("layer", "k"),
-                dataset: str = "dataset", method: str = "spearman", higher_is_better: bool = True) -> dict:
-    """The configuration with the largest correlation across the datasets in ``table``.
+                task: str = "task", method: str = "spearman", higher_is_better: bool = True) -> dict:
+    """The configuration with the largest correlation across the tasks in ``table``.
 
     ``higher_is_better=False`` (a target such as MSE, where a good score should go with a low
-    target) maximises minus the correlation. Ties (rank correlations over few datasets take few
+    target) maximises minus the correlation. Ties (rank correlations over few tasks take few
     values) are broken by the Pearson correlation, then by the sorted order of the configurations.
     Configurations without a finite correlation are never chosen. Returns ``{column: value}``.
     """
-    data, config = _prepare(table, score, target, config, dataset)
-    wide_x, wide_y, _ = _matrices(data, score, target, config, dataset)
+    data, config = _prepare(table, score, target, config, task)
+    wide_x, wide_y, _ = _matrices(data, score, target, config, task)
     return _best(wide_x.to_numpy(float), wide_y.to_numpy(float), wide_x.index, config, method, higher_is_better)
 
 
 def _best(x: np.ndarray, y: np.ndarray, index: pd.Index, config: list[str], method: str,
           higher_is_better: bool) -> dict:
-    """best_config on (n_configs, n_datasets) matrices."""
+    """best_config on (n_configs, n_tasks) matrices."""
     if x.shape[1] < 3:
-        raise ValueError(f"a correlation across datasets needs at least 3 datasets, got {x.shape[1]}")
+        raise ValueError(f"a correlation across tasks needs at least 3 tasks, got {x.shape[1]}")
     complete = np.all(np.isfinite(x) & np.isfinite(y), axis=1)
     sign = 1.0 if higher_is_better else -1.0
     primary = np.full(x.shape[0], np.nan)
@@ -362,7 +362,7 @@ def _best(x: np.ndarray, y: np.ndarray, index: pd.Index, config: list[str], meth
         secondary[complete] = sign * batch_correlation(x[complete], y[complete], "pearson")
     valid = np.isfinite(primary)
     if not valid.any():
-        raise ValueError("no configuration has a defined correlation on these datasets (constant or missing values)")
+        raise ValueError("no configuration has a defined correlation on these tasks (constant or missing values)")
     top = np.max(primary[valid])
     tied = valid & (primary >= top - 1e-12)
     tie_break = np.where(tied & np.isfinite(secondary), secondary, -np.inf)
@@ -375,101 +375,101 @@ def _best(x: np.ndarray, y: np.ndarray, index: pd.Index, config: list[str], meth
     return {name: (value.item() if hasattr(value, "item") else value) for name, value in zip(config, key)}
 
 
-def _lookup(data: pd.DataFrame, dataset_col: str, dataset_value, chosen: dict) -> pd.Series:
-    mask = data[dataset_col] == dataset_value
+def _lookup(data: pd.DataFrame, task_col: str, task_value, chosen: dict) -> pd.Series:
+    mask = data[task_col] == task_value
     for name, value in chosen.items():
         mask &= data[name] == value
     rows = data[mask]
     if len(rows) != 1:
-        raise ValueError(f"dataset {dataset_value!r} has {len(rows)} rows for configuration {chosen}")
+        raise ValueError(f"task {task_value!r} has {len(rows)} rows for configuration {chosen}")
     return rows.iloc[0]
 
 
-def _selection(rule, data, score, target, config, dataset, method, choices: dict) -> Selection:
+def _selection(rule, data, score, target, config, task, method, choices: dict) -> Selection:
     rows = []
     for name, chosen in choices.items():
-        row = _lookup(data, dataset, name, chosen)
-        rows.append({dataset: name, **chosen, score: float(row[score]), target: float(row[target])})
+        row = _lookup(data, task, name, chosen)
+        rows.append({task: name, **chosen, score: float(row[score]), target: float(row[target])})
     pairs = pd.DataFrame(rows)
     finite = np.isfinite(pairs[score]) & np.isfinite(pairs[target])
     value = float(batch_correlation(pairs.loc[finite, score].to_numpy()[None], pairs.loc[finite, target].to_numpy()[None],
                                     method)[0]) if finite.sum() >= 3 else float("nan")
-    configs = pairs[[dataset, *config]].set_index(dataset)
+    configs = pairs[[task, *config]].set_index(task)
     return Selection(rule, pairs, value, configs)
 
 
 def select_in_sample(table: pd.DataFrame, *, score: str, target: str, config: Sequence[str] = ("layer", "k"),
-                     dataset: str = "dataset", method: str = "spearman", higher_is_better: bool = True) -> Selection:
-    """The paper's rule: one configuration chosen to maximise the correlation over **all** datasets,
+                     task: str = "task", method: str = "spearman", higher_is_better: bool = True) -> Selection:
+    """The paper's rule: one configuration chosen to maximise the correlation over **all** tasks,
     and that (optimistic) correlation. See :func:`best_config` for ties and ``higher_is_better``."""
-    data, config = _prepare(table, score, target, config, dataset)
-    chosen = best_config(data, score=score, target=target, config=config, dataset=dataset, method=method,
+    data, config = _prepare(table, score, target, config, task)
+    chosen = best_config(data, score=score, target=target, config=config, task=task, method=method,
                          higher_is_better=higher_is_better)
-    datasets = sorted(data[dataset].unique(), key=str)
-    return _selection("in-sample", data, score, target, config, dataset, method, {d: chosen for d in datasets})
+    tasks = sorted(data[task].unique(), key=str)
+    return _selection("in-sample", data, score, target, config, task, method, {d: chosen for d in tasks})
 
 
-def select_leave_one_dataset_out(table: pd.DataFrame, *, score: str, target: str,
-                                 config: Sequence[str] = ("layer", "k"), dataset: str = "dataset",
+def select_leave_one_task_out(table: pd.DataFrame, *, score: str, target: str,
+                                 config: Sequence[str] = ("layer", "k"), task: str = "task",
                                  method: str = "spearman", higher_is_better: bool = True,
                                  choose: Callable[[pd.DataFrame], dict] | None = None) -> Selection:
-    """Held-out selection: for each dataset d, choose the configuration on the other datasets only
+    """Held-out selection: for each task d, choose the configuration on the other tasks only
     (``choose(table without d)``, default :func:`best_config`), then take d's own (score, target) at
-    that configuration. The correlation of these n held-out pairs (each dataset at the configuration
+    that configuration. The correlation of these n held-out pairs (each task at the configuration
     chosen without it) is the honest estimate of the selection procedure. The rows of d are removed
     before ``choose`` sees the table, so nothing about d (values, NaNs, its name) enters its choice.
     """
-    data, config = _prepare(table, score, target, config, dataset)
-    datasets = sorted(data[dataset].unique(), key=str)
-    if len(datasets) < 4:
-        raise ValueError(f"leave-one-dataset-out needs at least 4 datasets (3 to choose on), got {len(datasets)}")
+    data, config = _prepare(table, score, target, config, task)
+    tasks = sorted(data[task].unique(), key=str)
+    if len(tasks) < 4:
+        raise ValueError(f"leave-one-task-out needs at least 4 tasks (3 to choose on), got {len(tasks)}")
     choices = {}
     if choose is None:
-        wide_x, wide_y, columns = _matrices(data, score, target, config, dataset)
+        wide_x, wide_y, columns = _matrices(data, score, target, config, task)
         x, y = wide_x.to_numpy(float), wide_y.to_numpy(float)
-    for position, held_out in enumerate(datasets):
+    for position, held_out in enumerate(tasks):
         if choose is None:
             # the same computation as best_config(table without held_out), on its columns only
             keep = [j for j, name in enumerate(columns) if name != held_out]
             choices[held_out] = _best(x[:, keep], y[:, keep], wide_x.index, config, method, higher_is_better)
             continue
-        others = data[data[dataset] != held_out].reset_index(drop=True)
+        others = data[data[task] != held_out].reset_index(drop=True)
         chosen = dict(choose(others))
         if set(chosen) != set(config):
             raise ValueError(f"choose returned {sorted(chosen)}, expected the configuration columns {config}")
         choices[held_out] = {name: chosen[name] for name in config}
-    return _selection("leave-one-dataset-out", data, score, target, config, dataset, method, choices)
+    return _selection("leave-one-task-out", data, score, target, config, task, method, choices)
 
 
-def select_fixed(table: pd.DataFrame, chosen: dict, *, score: str, target: str, dataset: str = "dataset",
+def select_fixed(table: pd.DataFrame, chosen: dict, *, score: str, target: str, task: str = "task",
                  method: str = "spearman") -> Selection:
     """A configuration fixed in advance (``chosen``, e.g. ``{"layer": 15, "k": 288}``) for every
-    dataset: no selection at all, the baseline the other rules must beat."""
+    task: no selection at all, the baseline the other rules must beat."""
     config = list(chosen)
-    data, config = _prepare(table, score, target, config, dataset)
-    datasets = sorted(data[dataset].unique(), key=str)
-    return _selection("fixed", data, score, target, config, dataset, method, {d: dict(chosen) for d in datasets})
+    data, config = _prepare(table, score, target, config, task)
+    tasks = sorted(data[task].unique(), key=str)
+    return _selection("fixed", data, score, target, config, task, method, {d: dict(chosen) for d in tasks})
 
 
 def compare_selections(table: pd.DataFrame, *, score: str, target: str, fixed: dict | None = None,
-                       config: Sequence[str] = ("layer", "k"), dataset: str = "dataset", method: str = "spearman",
+                       config: Sequence[str] = ("layer", "k"), task: str = "task", method: str = "spearman",
                        higher_is_better: bool = True, n_boot: int = 2000, confidence: float = 0.95,
                        seed: int = 0) -> tuple[pd.DataFrame, dict[str, Selection]]:
-    """In-sample, leave-one-dataset-out and (if given) fixed selection side by side.
+    """In-sample, leave-one-task-out and (if given) fixed selection side by side.
 
     Returns ``(summary, selections)``: summary has one row per rule with the correlation
     (``method``) over the rule's pairs, its bootstrap interval (:func:`correlations`, resampling
-    datasets), the p-value and the configurations used; selections maps rule -> :class:`Selection`.
+    tasks), the p-value and the configurations used; selections maps rule -> :class:`Selection`.
     """
     selections = {
-        "in-sample": select_in_sample(table, score=score, target=target, config=config, dataset=dataset,
+        "in-sample": select_in_sample(table, score=score, target=target, config=config, task=task,
                                       method=method, higher_is_better=higher_is_better),
-        "leave-one-dataset-out": select_leave_one_dataset_out(table, score=score, target=target, config=config,
-                                                              dataset=dataset, method=method,
+        "leave-one-task-out": select_leave_one_task_out(table, score=score, target=target, config=config,
+                                                              task=task, method=method,
                                                               higher_is_better=higher_is_better),
     }
     if fixed is not None:
-        selections["fixed"] = select_fixed(table, fixed, score=score, target=target, dataset=dataset, method=method)
+        selections["fixed"] = select_fixed(table, fixed, score=score, target=target, task=task, method=method)
     rows = []
     for rule, sel in selections.items():
         finite = sel.pairs[[score, target]].notna().all(axis=1)
@@ -486,31 +486,31 @@ class PermutationTest(NamedTuple):
     """A selection-aware test: the observed correlation of a rule against its null distribution."""
 
     observed: float
-    null: np.ndarray  # (n_permutations,) the rule's correlation with the targets shuffled across datasets
+    null: np.ndarray  # (n_permutations,) the rule's correlation with the targets shuffled across tasks
     p_value: float  # (1 + #{null >= observed}) / (1 + n_permutations), in the rule's good direction
 
 
 def permutation_test(table: pd.DataFrame, *, score: str, target: str, config: Sequence[str] = ("layer", "k"),
-                     dataset: str = "dataset", method: str = "spearman", higher_is_better: bool = True,
+                     task: str = "task", method: str = "spearman", higher_is_better: bool = True,
                      rule: str = "in-sample", n_permutations: int = 500, seed: int = 0) -> PermutationTest:
     """What correlation would the selection rule report if the score told nothing about the target?
 
-    Under the null, which dataset's targets go with which dataset's scores is arbitrary: each
-    permutation reassigns the targets of whole datasets (all configurations of dataset j get the
-    targets of dataset pi(j)), reruns the rule (``"in-sample"`` or ``"leave-one-dataset-out"``,
+    Under the null, which task's targets go with which task's scores is arbitrary: each
+    permutation reassigns the targets of whole tasks (all configurations of task j get the
+    targets of task pi(j)), reruns the rule (``"in-sample"`` or ``"leave-one-task-out"``,
     including its search over every configuration) and records its correlation. The p-value counts
     the permutations at least as good as the observed value (``higher_is_better`` decides the
     direction), with the usual +1 correction. This accounts for the selection, which the p-values
     of ``scipy.stats`` at a chosen configuration do not.
     """
-    if rule not in ("in-sample", "leave-one-dataset-out"):
-        raise ValueError(f"rule must be 'in-sample' or 'leave-one-dataset-out', got {rule!r}")
-    data, config = _prepare(table, score, target, config, dataset)
-    wide_x, wide_y, datasets = _matrices(data, score, target, config, dataset)
+    if rule not in ("in-sample", "leave-one-task-out"):
+        raise ValueError(f"rule must be 'in-sample' or 'leave-one-task-out', got {rule!r}")
+    data, config = _prepare(table, score, target, config, task)
+    wide_x, wide_y, tasks = _matrices(data, score, target, config, task)
     x, y = wide_x.to_numpy(float), wide_y.to_numpy(float)
-    n = len(datasets)
-    if rule == "leave-one-dataset-out" and n < 4:
-        raise ValueError(f"leave-one-dataset-out needs at least 4 datasets, got {n}")
+    n = len(tasks)
+    if rule == "leave-one-task-out" and n < 4:
+        raise ValueError(f"leave-one-task-out needs at least 4 tasks, got {n}")
     method = _check_method(method)
 
     def run(y_matrix: np.ndarray) -> float:

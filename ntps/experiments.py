@@ -56,7 +56,7 @@ __all__ = [
     "peer_table",
     "reference_sensitivity",
     "TARGETS",
-    "correlation_table",
+    "selection_table",
     "nearest",
     "task_baselines",
 ]
@@ -588,7 +588,7 @@ def nearest(values, wanted: float) -> float:
     return float(values[int(np.argmin(np.abs(values - wanted)))])
 
 
-def correlation_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFrame | None = None, *,
+def selection_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFrame | None = None, *,
                       baselines: pd.DataFrame | None = None, targets: Mapping[str, bool] = TARGETS,
                       fixed_layer: int, fixed_k_fraction: float,
                       method: str = "spearman", n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
@@ -615,7 +615,7 @@ def correlation_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFr
     Notes
     -----
     Each (score, target) pair goes through ``ntps.evaluate.compare_selections`` (in-sample,
-    leave-one-dataset-out, fixed), with bootstrap intervals over tasks. A pair whose target is
+    leave-one-task-out, fixed), with bootstrap intervals over tasks. A pair whose target is
     constant across tasks (e.g. in-sample accuracy 1.0 everywhere when N < d) has no correlation:
     its row holds NaN and a note. Returns ``(summary, selections)``: summary columns score, family
     ("ntps", "peer" or "baseline"), target, rule, estimate, low, high, p_value, n, configs, note; selections maps
@@ -639,7 +639,7 @@ def correlation_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFr
             fixed = {"layer": int(nearest(table["layer"], fixed_layer))}
             if "k_fraction" in config:
                 fixed["k_fraction"] = float(nearest(table["k_fraction"], fixed_k_fraction))
-            data = table.rename(columns={"task": "dataset"})
+            data = table
             try:
                 summary, chosen = compare_selections(data, score=column, target=target, fixed=fixed, config=config,
                                                      method=method, higher_is_better=higher, n_boot=n_boot,
@@ -648,8 +648,8 @@ def correlation_table(ntps: pd.DataFrame, probes: pd.DataFrame, peers: pd.DataFr
                 constant = data.groupby(config)[target].nunique().max() <= 1
                 note = "target constant across tasks" if constant else str(error)
                 rows += [{"score": name, "family": family, "target": target, "rule": rule, "estimate": np.nan,
-                          "low": np.nan, "high": np.nan, "p_value": np.nan, "n": data["dataset"].nunique(),
-                          "configs": "", "note": note} for rule in ("in-sample", "leave-one-dataset-out", "fixed")]
+                          "low": np.nan, "high": np.nan, "p_value": np.nan, "n": data["task"].nunique(),
+                          "configs": "", "note": note} for rule in ("in-sample", "leave-one-task-out", "fixed")]
                 continue
             selections[name, target] = chosen
             for rule, row in summary.iterrows():

@@ -5,8 +5,8 @@ The values behind Figures 1-3 of Cheng et al. (arXiv 2505.17169), released by th
 files (``ntps/paper_data/``, provenance in its ``README.md``). This module
 
 * loads them: :func:`load_figure1`, :func:`load_figure2`, :func:`load_figure3`;
-* turns each panel into (model, dataset, NTPS, target) pairs, :func:`paper_pairs`, and computes the
-  per-model correlations across datasets with bootstrap intervals, :func:`correlation_table` (built
+* turns each panel into (model, task, NTPS, target) pairs, :func:`paper_pairs`, and computes the
+  per-model correlations across tasks with bootstrap intervals, :func:`per_model_correlations` (built
   on :func:`ntps.evaluate.correlations`);
 * checks the recomputed Spearman values against the printed ones, :func:`spearman_check`, with
   :data:`PRINTED_SPEARMAN`;
@@ -45,7 +45,7 @@ __all__ = [
     "load_figure2",
     "load_figure3",
     "paper_pairs",
-    "correlation_table",
+    "per_model_correlations",
     "spearman_check",
     "configuration_differences",
     "swapped_panels",
@@ -130,7 +130,7 @@ FIGURE1_GROUPS = {
 COMPANION_COLUMNS = {
     "correlation": {
         "model": ("model",),
-        "dataset": ("dataset", "task"),
+        "task": ("task", "dataset"),
         "ntps": ("ntps",),
         "probe_train_accuracy": ("probe_train_accuracy", "train_accuracy"),
         "probe_train_mse": ("probe_train_mse", "train_mse"),
@@ -140,7 +140,7 @@ COMPANION_COLUMNS = {
     },
     "lora": {
         "model": ("model",),
-        "dataset": ("dataset", "task"),
+        "task": ("task", "dataset"),
         "ntps": ("ntps",),
         "lora_test_accuracy": ("lora_test_accuracy",),
         "linear_probe_test_accuracy": ("linear_probe_test_accuracy", "probe_test_accuracy"),
@@ -164,7 +164,8 @@ def _read(which: str) -> pd.DataFrame:
         raise FileNotFoundError(f"the published table {_DATA_FILES[which]} is missing from the installed package "
                                 "(ntps/paper_data/): reinstall ntps with its package data")
     with path.open("r", encoding="utf-8") as handle:
-        return pd.read_csv(handle)
+        # The released data call a task a "dataset"; the companion calls it a task everywhere.
+        return pd.read_csv(handle).rename(columns={"dataset": "task"})
 
 
 def load_figure1() -> pd.DataFrame:
@@ -177,15 +178,15 @@ def load_figure1() -> pd.DataFrame:
 
 
 def load_figure2() -> pd.DataFrame:
-    """The published Figure 2 values: 192 rows (2 panels x 8 models x 12 datasets), columns
-    ``figure`` ("2-acc" or "2-mse"), ``model``, ``dataset``, ``ntps``, ``metric``
+    """The published Figure 2 values: 192 rows (2 panels x 8 models x 12 tasks), columns
+    ``figure`` ("2-acc" or "2-mse"), ``model``, ``task``, ``ntps``, ``metric``
     ("probe_train_accuracy" or "probe_train_mse") and ``value``."""
     return _read("figure2")
 
 
 def load_figure3() -> pd.DataFrame:
-    """The published Figure 3 values: 96 rows (8 models x 12 datasets), columns ``model``,
-    ``dataset``, ``ntps``, ``lora_test_accuracy``, ``linear_probe_test_accuracy`` and the derived
+    """The published Figure 3 values: 96 rows (8 models x 12 tasks), columns ``model``,
+    ``task``, ``ntps``, ``lora_test_accuracy``, ``linear_probe_test_accuracy`` and the derived
     ``gain`` = LoRA test accuracy - linear-probe test accuracy."""
     table = _read("figure3")
     table["gain"] = table["lora_test_accuracy"] - table["linear_probe_test_accuracy"]
@@ -195,7 +196,7 @@ def load_figure3() -> pd.DataFrame:
 def paper_pairs(panels: Sequence[str] | None = None) -> pd.DataFrame:
     """The published (NTPS, target) pairs of the chosen panels (default all three), long format.
 
-    Columns ``panel``, ``model``, ``dataset``, ``ntps``, ``target`` (see :data:`PANELS`: probe
+    Columns ``panel``, ``model``, ``task``, ``ntps``, ``target`` (see :data:`PANELS`: probe
     accuracy, probe MSE, or minus the LoRA gain), ``source`` = "paper" and ``selection`` = "paper".
     Models come in the paper's order.
     """
@@ -208,13 +209,13 @@ def paper_pairs(panels: Sequence[str] | None = None) -> pd.DataFrame:
     for panel in panels:
         if panel == "3":
             table = load_figure3()
-            frame = table[["model", "dataset", "ntps"]].assign(target=-table["gain"])
+            frame = table[["model", "task", "ntps"]].assign(target=-table["gain"])
         else:
             table = figure2[figure2["figure"] == panel]
-            frame = table[["model", "dataset", "ntps"]].assign(target=table["value"])
+            frame = table[["model", "task", "ntps"]].assign(target=table["value"])
         frames.append(frame.assign(panel=panel))
     pairs = pd.concat(frames, ignore_index=True).assign(source="paper", selection="paper")
-    return _ordered(pairs[["panel", "model", "dataset", "ntps", "target", "source", "selection"]])
+    return _ordered(pairs[["panel", "model", "task", "ntps", "target", "source", "selection"]])
 
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
@@ -230,10 +231,10 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # correlations
 # --------------------------------------------------------------------------------------------
-def correlation_table(pairs: pd.DataFrame, *, methods: Sequence[str] = ("spearman", "kendall", "pearson"),
+def per_model_correlations(pairs: pd.DataFrame, *, methods: Sequence[str] = ("spearman", "kendall", "pearson"),
                       n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
                       by: Sequence[str] = ("source", "selection", "panel", "model")) -> pd.DataFrame:
-    """Per-group correlations of ``ntps`` against ``target`` across datasets, with bootstrap intervals.
+    """Per-group correlations of ``ntps`` against ``target`` across tasks, with bootstrap intervals.
 
     Parameters
     ----------
@@ -243,7 +244,7 @@ def correlation_table(pairs: pd.DataFrame, *, methods: Sequence[str] = ("spearma
     methods : sequence of str
         Any of "spearman", "kendall" (tau-b), "pearson".
     n_boot : int
-        Bootstrap resamples (datasets drawn with replacement, :func:`ntps.evaluate.correlations`).
+        Bootstrap resamples (tasks drawn with replacement, :func:`ntps.evaluate.correlations`).
     confidence : float
         Nominal coverage of the percentile intervals.
     seed : int
@@ -255,9 +256,9 @@ def correlation_table(pairs: pd.DataFrame, *, methods: Sequence[str] = ("spearma
     -------
     pandas.DataFrame
         One row per group and method: the grouping columns, ``method``, ``estimate``, ``low``,
-        ``high``, ``p_value``, ``n`` (datasets) and ``agrees`` (the estimate has the sign of
+        ``high``, ``p_value``, ``n`` (tasks) and ``agrees`` (the estimate has the sign of
         agreement of its panel, see :data:`PANELS`; NaN for an unknown panel). Groups with fewer
-        than 3 datasets get NaN. Rows come in the order of :data:`PANELS`, groups in their order of
+        than 3 tasks get NaN. Rows come in the order of :data:`PANELS`, groups in their order of
         first appearance within a panel.
     """
     from .evaluate import correlations
@@ -318,17 +319,17 @@ def spearman_check(*, decimals: int = 2) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 def _panel_ntps(panel: str) -> pd.Series:
     pairs = paper_pairs([panel])
-    return pairs.set_index(["model", "dataset"])["ntps"]
+    return pairs.set_index(["model", "task"])["ntps"]
 
 
 def configuration_differences(first: str = "2-acc", second: str = "2-mse", *, atol: float = 1e-9) -> pd.DataFrame:
     """How the NTPS values of two published panels differ, model by model.
 
     The paper chose a (layer, k) configuration per model and per panel; where the two panels used
-    the same configuration their NTPS values agree for every dataset. One row per model (paper
-    order): ``n`` (datasets in both panels), ``n_differ`` (datasets whose NTPS differ by more than
+    the same configuration their NTPS values agree for every task. One row per model (paper
+    order): ``n`` (tasks in both panels), ``n_differ`` (tasks whose NTPS differ by more than
     ``atol``), ``differs`` (any does), ``max_abs_diff``, ``mean_abs_diff``, ``spearman`` (rank
-    correlation of the two panels' NTPS across datasets) and the mean NTPS of each panel
+    correlation of the two panels' NTPS across tasks) and the mean NTPS of each panel
     (``mean_<panel>``).
     """
     from .evaluate import correlation
@@ -357,7 +358,7 @@ def swapped_panels(method: str = "spearman") -> pd.DataFrame:
     from .evaluate import correlation
 
     figure2 = load_figure2()
-    wide = figure2.pivot_table(index=["model", "dataset"], columns="figure", values=["ntps", "value"])
+    wide = figure2.pivot_table(index=["model", "task"], columns="figure", values=["ntps", "value"])
     rows = []
     for model in [m for m in MODELS if m in wide.index.get_level_values("model")]:
         w = wide.loc[model]
@@ -385,13 +386,13 @@ def companion_pairs(records, kind: str, *, source: str = "companion", probe: str
     records : list of dict or pandas.DataFrame
         The records of ``ntps.results.load_table("correlation", ...)`` or
         ``load_table("lora", ...)``. The columns it must have are ``COMPANION_COLUMNS[kind]``:
-        ``model``, ``dataset`` (or ``task``), ``ntps``, and for ``"correlation"`` at least one of
+        ``model``, ``task`` (or ``dataset``), ``ntps``, and for ``"correlation"`` at least one of
         ``probe_train_accuracy`` (or ``train_accuracy``) and ``probe_train_mse`` (or ``train_mse``),
         giving panels "2-acc" and "2-mse" (with ``probe="test"``: ``probe_test_accuracy`` or
         ``test_accuracy``, ``probe_test_mse`` or ``test_mse``); for ``"lora"`` both ``lora_test_accuracy`` and
         ``linear_probe_test_accuracy`` (or ``probe_test_accuracy``), giving panel "3" with target
         minus the gain. An optional ``selection`` (or ``rule``) column names how the configuration
-        was chosen (e.g. "in-sample", "leave-one-dataset-out"); without it the selection is
+        was chosen (e.g. "in-sample", "leave-one-task-out"); without it the selection is
         "as saved".
     kind : str
         "correlation" or "lora".
@@ -406,7 +407,7 @@ def companion_pairs(records, kind: str, *, source: str = "companion", probe: str
     Returns
     -------
     pandas.DataFrame
-        Columns ``panel``, ``model``, ``dataset``, ``ntps``, ``target``, ``source``, ``selection``.
+        Columns ``panel``, ``model``, ``task``, ``ntps``, ``target``, ``source``, ``selection``.
 
     Raises
     ------
@@ -422,7 +423,7 @@ def companion_pairs(records, kind: str, *, source: str = "companion", probe: str
         raise ValueError(f"the {kind!r} table holds no records")
     spec = COMPANION_COLUMNS[kind]
     found = {name: _column(frame, aliases) for name, aliases in spec.items()}
-    required = ["model", "dataset", "ntps"] + (["lora_test_accuracy", "linear_probe_test_accuracy"]
+    required = ["model", "task", "ntps"] + (["lora_test_accuracy", "linear_probe_test_accuracy"]
                                                if kind == "lora" else [])
     missing = [f"{name} (or {' / '.join(spec[name][1:])})" if len(spec[name]) > 1 else name
                for name in required if found[name] is None]
@@ -430,7 +431,7 @@ def companion_pairs(records, kind: str, *, source: str = "companion", probe: str
         missing.append(f"probe_{probe}_accuracy or probe_{probe}_mse (or {probe}_accuracy / {probe}_mse)")
     if missing:
         raise ValueError(f"the {kind!r} table lacks the columns {missing}; it has {list(frame.columns)}")
-    base = pd.DataFrame({"model": frame[found["model"]].astype(str), "dataset": frame[found["dataset"]].astype(str),
+    base = pd.DataFrame({"model": frame[found["model"]].astype(str), "task": frame[found["task"]].astype(str),
                          "ntps": pd.to_numeric(frame[found["ntps"]], errors="coerce"),
                          "selection": frame[found["selection"]].astype(str) if found["selection"] else "as saved"})
     frames = []
@@ -443,7 +444,7 @@ def companion_pairs(records, kind: str, *, source: str = "companion", probe: str
             if found[name] is not None:
                 frames.append(base.assign(panel=panel, target=pd.to_numeric(frame[found[name]], errors="coerce")))
     pairs = pd.concat(frames, ignore_index=True).assign(source=source)
-    return _ordered(pairs[["panel", "model", "dataset", "ntps", "target", "source", "selection"]])
+    return _ordered(pairs[["panel", "model", "task", "ntps", "target", "source", "selection"]])
 
 
 # --------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def make_table(n_datasets=8, layers=(0, 1, 2, 3), ks=(1, 2, 3), good=(2, 3), see
         for layer in layers:
             for k in ks:
                 noise = rng.standard_normal() * (0.01 if (layer, k) == good else 1.0)
-                rows.append({"dataset": name, "layer": layer, "k": k,
+                rows.append({"task": name, "layer": layer, "k": k,
                              "score": target[name, layer] + noise, "accuracy": target[name, layer]})
     return pd.DataFrame(rows)
 
@@ -97,7 +97,7 @@ def test_in_sample_selection_finds_the_planted_configuration():
     sel = evaluate.select_in_sample(table, score="score", target="accuracy")
     assert sel.configs.drop_duplicates().to_dict("records") == [{"layer": 2, "k": 3}]
     assert sel.correlation > 0.9
-    assert len(sel.pairs) == 8 and set(sel.pairs["dataset"]) == {f"d{i}" for i in range(8)}
+    assert len(sel.pairs) == 8 and set(sel.pairs["task"]) == {f"d{i}" for i in range(8)}
     pd.testing.assert_frame_equal(table, before)
     # a target where low is good: the most negative correlation is chosen
     flipped = table.assign(loss=-table["accuracy"])
@@ -105,42 +105,42 @@ def test_in_sample_selection_finds_the_planted_configuration():
     assert sel.configs.drop_duplicates().to_dict("records") == [{"layer": 2, "k": 3}] and sel.correlation < -0.9
 
 
-def test_leave_one_dataset_out_never_sees_the_left_out_dataset():
+def test_leave_one_task_out_never_sees_the_left_out_task():
     table = make_table(seed=1)
-    baseline = evaluate.select_leave_one_dataset_out(table, score="score", target="accuracy")
-    for held_out in sorted(table["dataset"].unique()):
+    baseline = evaluate.select_leave_one_task_out(table, score="score", target="accuracy")
+    for held_out in sorted(table["task"].unique()):
         # poison everything about the held-out dataset: its choice must not move
         poisoned = table.copy()
-        rows = poisoned["dataset"] == held_out
+        rows = poisoned["task"] == held_out
         rng = np.random.default_rng(abs(hash(held_out)) % 1000)
         poisoned.loc[rows, "score"] = rng.standard_normal(rows.sum()) * 1e6
         poisoned.loc[rows & (poisoned["k"] == 1), "accuracy"] = np.nan
-        again = evaluate.select_leave_one_dataset_out(poisoned, score="score", target="accuracy")
+        again = evaluate.select_leave_one_task_out(poisoned, score="score", target="accuracy")
         assert again.configs.loc[held_out].to_dict() == baseline.configs.loc[held_out].to_dict()
     # and each fold's choice is what best_config makes of the other datasets alone
     for held_out, chosen in baseline.configs.iterrows():
-        others = table[table["dataset"] != held_out]
+        others = table[table["task"] != held_out]
         assert evaluate.best_config(others, score="score", target="accuracy") == chosen.to_dict()
 
 
-def test_leave_one_dataset_out_with_a_spy():
+def test_leave_one_task_out_with_a_spy():
     table = make_table(seed=2)
     seen = []
 
     def spy(others):
-        seen.append(set(others["dataset"]))
+        seen.append(set(others["task"]))
         return evaluate.best_config(others, score="score", target="accuracy")
 
-    sel = evaluate.select_leave_one_dataset_out(table, score="score", target="accuracy", choose=spy)
-    names = sorted(table["dataset"].unique())
+    sel = evaluate.select_leave_one_task_out(table, score="score", target="accuracy", choose=spy)
+    names = sorted(table["task"].unique())
     assert len(seen) == len(names)
     for held_out, visible in zip(names, seen):
         assert held_out not in visible and visible == set(names) - {held_out}
     # the pairs are each dataset's own values at its fold's configuration
     for _, row in sel.pairs.iterrows():
-        match = table[(table["dataset"] == row["dataset"]) & (table["layer"] == row["layer"]) & (table["k"] == row["k"])]
+        match = table[(table["task"] == row["task"]) & (table["layer"] == row["layer"]) & (table["k"] == row["k"])]
         assert match["score"].item() == row["score"] and match["accuracy"].item() == row["accuracy"]
-    default = evaluate.select_leave_one_dataset_out(table, score="score", target="accuracy")
+    default = evaluate.select_leave_one_task_out(table, score="score", target="accuracy")
     pd.testing.assert_frame_equal(sel.configs, default.configs)
 
 
@@ -150,11 +150,11 @@ def test_held_out_selection_is_not_optimistic_on_pure_noise():
     in_sample, held_out = [], []
     for seed in range(40):
         rng = np.random.default_rng(100 + seed)
-        rows = [{"dataset": f"d{i}", "layer": layer, "k": k, "score": rng.standard_normal(),
+        rows = [{"task": f"d{i}", "layer": layer, "k": k, "score": rng.standard_normal(),
                  "accuracy": acc} for i, acc in enumerate(rng.uniform(size=8)) for layer in range(5) for k in range(4)]
         table = pd.DataFrame(rows)
         in_sample.append(evaluate.select_in_sample(table, score="score", target="accuracy").correlation)
-        held_out.append(evaluate.select_leave_one_dataset_out(table, score="score", target="accuracy").correlation)
+        held_out.append(evaluate.select_leave_one_task_out(table, score="score", target="accuracy").correlation)
     assert np.mean(in_sample) > 0.6
     assert abs(np.nanmean(held_out)) < 0.25
 
@@ -162,8 +162,8 @@ def test_held_out_selection_is_not_optimistic_on_pure_noise():
 def test_ties_are_broken_by_pearson_then_order():
     rows = []
     for i, acc in enumerate([0.1, 0.2, 0.3, 0.4, 0.5]):
-        rows.append({"dataset": f"d{i}", "layer": 0, "score": acc ** 3, "accuracy": acc})  # Spearman 1, Pearson < 1
-        rows.append({"dataset": f"d{i}", "layer": 1, "score": 2 * acc, "accuracy": acc})  # Spearman 1, Pearson 1
+        rows.append({"task": f"d{i}", "layer": 0, "score": acc ** 3, "accuracy": acc})  # Spearman 1, Pearson < 1
+        rows.append({"task": f"d{i}", "layer": 1, "score": 2 * acc, "accuracy": acc})  # Spearman 1, Pearson 1
     table = pd.DataFrame(rows)
     assert evaluate.best_config(table, score="score", target="accuracy", config=["layer"]) == {"layer": 1}
 
@@ -172,11 +172,11 @@ def test_fixed_and_compare_selections():
     table = make_table(seed=3)
     fixed = evaluate.select_fixed(table, {"layer": 1, "k": 2}, score="score", target="accuracy")
     assert fixed.configs.drop_duplicates().to_dict("records") == [{"layer": 1, "k": 2}]
-    manual = table[(table.layer == 1) & (table.k == 2)].sort_values("dataset")
+    manual = table[(table.layer == 1) & (table.k == 2)].sort_values("task")
     assert fixed.correlation == pytest.approx(scipy.stats.spearmanr(manual.score, manual.accuracy).statistic)
     summary, selections = evaluate.compare_selections(table, score="score", target="accuracy",
                                                       fixed={"layer": 1, "k": 2}, n_boot=200)
-    assert list(summary.index) == ["in-sample", "leave-one-dataset-out", "fixed"]
+    assert list(summary.index) == ["in-sample", "leave-one-task-out", "fixed"]
     assert summary.loc["fixed", "estimate"] == pytest.approx(fixed.correlation)
     assert summary.loc["in-sample", "estimate"] == pytest.approx(selections["in-sample"].correlation)
     assert (summary["low"] <= summary["estimate"] + 1e-12).all() and (summary["estimate"] <= summary["high"] + 1e-12).all()
@@ -188,9 +188,9 @@ def test_selection_input_errors():
         evaluate.select_in_sample(table, score="ntps", target="accuracy")
     with pytest.raises(ValueError, match="repeat"):
         evaluate.select_in_sample(pd.concat([table, table.head(1)]), score="score", target="accuracy")
-    with pytest.raises(ValueError, match="at least 4 datasets"):
-        evaluate.select_leave_one_dataset_out(table[table.dataset.isin(["d0", "d1", "d2"])], score="score",
-                                              target="accuracy")
+    with pytest.raises(ValueError, match="at least 4 tasks"):
+        evaluate.select_leave_one_task_out(table[table.task.isin(["d0", "d1", "d2"])], score="score",
+                                           target="accuracy")
     with pytest.raises(ValueError, match="no configuration"):
         evaluate.best_config(table.assign(score=1.0), score="score", target="accuracy")
     with pytest.raises(ValueError, match="empty"):
@@ -215,13 +215,13 @@ def test_permutation_test_accounts_for_the_search():
     assert result.observed == pytest.approx(
         evaluate.select_in_sample(planted, score="score", target="accuracy").correlation)
     assert result.p_value <= 0.05 and result.null.shape == (99,)
-    held = evaluate.permutation_test(planted, score="score", target="accuracy", rule="leave-one-dataset-out",
+    held = evaluate.permutation_test(planted, score="score", target="accuracy", rule="leave-one-task-out",
                                      n_permutations=49, seed=0)
     assert held.observed == pytest.approx(
-        evaluate.select_leave_one_dataset_out(planted, score="score", target="accuracy").correlation)
+        evaluate.select_leave_one_task_out(planted, score="score", target="accuracy").correlation)
     # pure noise: the search still finds large in-sample correlations, and the test is not fooled
     rng = np.random.default_rng(5)
-    rows = [{"dataset": f"d{i}", "layer": layer, "k": k, "score": rng.standard_normal(), "accuracy": acc}
+    rows = [{"task": f"d{i}", "layer": layer, "k": k, "score": rng.standard_normal(), "accuracy": acc}
             for i, acc in enumerate(rng.uniform(size=8)) for layer in range(5) for k in range(4)]
     noise = evaluate.permutation_test(pd.DataFrame(rows), score="score", target="accuracy", n_permutations=99)
     assert noise.observed > 0.5 and np.median(noise.null) > 0.5 and noise.p_value > 0.05

@@ -196,7 +196,7 @@ def test_reference_sensitivity(suite):
     assert all(np.array_equal(one[k], kept[k]) for k in one)
 
 
-def test_correlation_table_runs_every_rule_and_marks_constant_targets():
+def test_selection_table_runs_every_rule_and_marks_constant_targets():
     from ntps import evaluate
 
     rng = np.random.default_rng(0)
@@ -209,7 +209,7 @@ def test_correlation_table_runs_every_rule_and_marks_constant_targets():
     peer_rows = [{"task": t, "layer": l, "logme": rng.normal()} for t in tasks for l in range(3)]
     base_rows = [{"task": t, "layer": l, "neg_classes": -float(i % 3 + 2)} for i, t in enumerate(tasks) for l in range(3)]
     ntps_t, probe_t, peer_t, base_t = (pd.DataFrame(r) for r in (ntps_rows, probe_rows, peer_rows, base_rows))
-    summary, selections = experiments.correlation_table(ntps_t, probe_t, peer_t, baselines=base_t, fixed_layer=1,
+    summary, selections = experiments.selection_table(ntps_t, probe_t, peer_t, baselines=base_t, fixed_layer=1,
                                                         fixed_k_fraction=0.4, n_boot=100)
     assert set(summary.score) == {"ntps:theorem", "ntps:spectral", "logme", "neg_classes"}
     assert set(summary[summary.score == "neg_classes"].family) == {"baseline"}
@@ -217,11 +217,11 @@ def test_correlation_table_runs_every_rule_and_marks_constant_targets():
     constant = summary[summary.target == "train_accuracy"]
     assert constant.estimate.isna().all() and (constant.note == "target constant across tasks").all()
     row = summary[(summary.score == "ntps:theorem") & (summary.target == "test_accuracy") & (summary.rule == "fixed")]
-    table = ntps_t[ntps_t.variant == "theorem"].merge(probe_t, on=["task", "layer"]).rename(columns={"task": "dataset"})
+    table = ntps_t[ntps_t.variant == "theorem"].merge(probe_t, on=["task", "layer"])
     direct = evaluate.select_fixed(table, {"layer": 1, "k_fraction": 0.5}, score="ntps", target="test_accuracy")
     assert row.estimate.item() == pytest.approx(direct.correlation)
     mse = summary[(summary.score == "logme") & (summary.target == "test_mse") & (summary.rule == "in-sample")]
-    logme_table = peer_t.merge(probe_t, on=["task", "layer"]).rename(columns={"task": "dataset"})
+    logme_table = peer_t.merge(probe_t, on=["task", "layer"])
     best = evaluate.select_in_sample(logme_table, score="logme", target="test_mse", config=["layer"],
                                      higher_is_better=False)
     assert mse.estimate.item() == pytest.approx(best.correlation)

@@ -20,11 +20,11 @@ def test_loaders_shapes_and_columns():
     assert fig1.groupby("space").size().to_dict() == {"U": 13, "V": 13}
     assert fig1.loc[(fig1["group"] == "Be") & (fig1["index"] == 4), "word"].unique().tolist() == ["were"]
     assert fig2.shape == (192, 6)
-    assert list(fig2.columns) == ["figure", "model", "dataset", "ntps", "metric", "value"]
+    assert list(fig2.columns) == ["figure", "model", "task", "ntps", "metric", "value"]
     assert fig2.groupby(["figure", "metric"]).size().to_dict() == {("2-acc", "probe_train_accuracy"): 96,
                                                                   ("2-mse", "probe_train_mse"): 96}
     assert set(fig2["model"]) == set(paper.MODELS) == set(fig3["model"])
-    assert fig2["dataset"].nunique() == 12 and set(fig3["dataset"]) == set(fig2["dataset"])
+    assert fig2["task"].nunique() == 12 and set(fig3["task"]) == set(fig2["task"])
     assert fig3.shape == (96, 6)
     np.testing.assert_allclose(fig3["gain"], fig3["lora_test_accuracy"] - fig3["linear_probe_test_accuracy"])
     for table in (fig1, fig2, fig3):
@@ -44,8 +44,8 @@ def test_paper_pairs_layout_and_signs():
     assert pairs.groupby("panel").size().to_dict() == {"2-acc": 96, "2-mse": 96, "3": 96}
     assert list(pairs["panel"].unique()) == list(paper.PANELS)
     assert list(pairs.loc[pairs["panel"] == "2-acc", "model"].unique()) == list(paper.MODELS)
-    fig3 = paper.load_figure3().set_index(["model", "dataset"])
-    three = pairs[pairs["panel"] == "3"].set_index(["model", "dataset"])
+    fig3 = paper.load_figure3().set_index(["model", "task"])
+    three = pairs[pairs["panel"] == "3"].set_index(["model", "task"])
     np.testing.assert_allclose(three["target"], -fig3.loc[three.index, "gain"])
     with pytest.raises(ValueError, match="unknown panels"):
         paper.paper_pairs(["4"])
@@ -70,11 +70,11 @@ def test_figure3_needs_minus_the_gain():
         assert np.isclose(-plain, paper.PRINTED_SPEARMAN["3"][model], atol=0.005)
 
 
-def test_correlation_table_matches_scipy_and_is_deterministic():
+def test_per_model_correlations_matches_scipy_and_is_deterministic():
     import scipy.stats
 
     pairs = paper.paper_pairs(["2-mse"])
-    table = paper.correlation_table(pairs, n_boot=300, seed=3)
+    table = paper.per_model_correlations(pairs, n_boot=300, seed=3)
     assert set(table["method"]) == {"spearman", "kendall", "pearson"}
     assert len(table) == 8 * 3
     assert {"source", "selection", "panel", "model", "estimate", "low", "high", "p_value", "n", "agrees"} <= \
@@ -84,17 +84,17 @@ def test_correlation_table_matches_scipy_and_is_deterministic():
     assert np.isclose(row["estimate"], scipy.stats.kendalltau(one["ntps"], one["target"]).statistic)
     assert row["low"] <= row["estimate"] <= row["high"]
     assert (table.loc[table["method"] == "spearman", "agrees"]).all()  # negative: higher NTPS, lower MSE
-    again = paper.correlation_table(pairs, n_boot=300, seed=3)
+    again = paper.per_model_correlations(pairs, n_boot=300, seed=3)
     pd.testing.assert_frame_equal(table, again)
 
 
-def test_correlation_table_small_groups_and_bad_input():
-    pairs = pd.DataFrame({"panel": "2-acc", "model": "m", "dataset": ["a", "b"], "ntps": [0.1, 0.2],
+def test_per_model_correlations_small_groups_and_bad_input():
+    pairs = pd.DataFrame({"panel": "2-acc", "model": "m", "task": ["a", "b"], "ntps": [0.1, 0.2],
                           "target": [0.5, 0.6]})
-    table = paper.correlation_table(pairs, methods=("spearman",), n_boot=10)
+    table = paper.per_model_correlations(pairs, methods=("spearman",), n_boot=10)
     assert len(table) == 1 and np.isnan(table.loc[0, "estimate"]) and table.loc[0, "n"] == 2
     with pytest.raises(ValueError, match="lacks the columns"):
-        paper.correlation_table(pairs.drop(columns="target"))
+        paper.per_model_correlations(pairs.drop(columns="target"))
 
 
 # -- the per-panel (layer, k) choice -------------------------------------------------------------
@@ -120,15 +120,15 @@ def test_swapped_panels():
 # -- the companion's tables ------------------------------------------------------------------------
 def test_companion_pairs_correlation_and_lora():
     records = [{"model": "smollm2-135m", "task": f"t{i}", "ntps": i / 10, "train_accuracy": 0.5 + i / 20,
-                "train_mse": 1 - i / 10, "rule": "leave-one-dataset-out", "layer": 3} for i in range(5)]
+                "train_mse": 1 - i / 10, "rule": "leave-one-task-out", "layer": 3} for i in range(5)]
     pairs = paper.companion_pairs(records, "correlation")
-    assert list(pairs.columns) == ["panel", "model", "dataset", "ntps", "target", "source", "selection"]
+    assert list(pairs.columns) == ["panel", "model", "task", "ntps", "target", "source", "selection"]
     assert pairs.groupby("panel").size().to_dict() == {"2-acc": 5, "2-mse": 5}
-    assert set(pairs["selection"]) == {"leave-one-dataset-out"} and set(pairs["source"]) == {"companion"}
-    table = paper.correlation_table(pairs, methods=("spearman",), n_boot=50)
+    assert set(pairs["selection"]) == {"leave-one-task-out"} and set(pairs["source"]) == {"companion"}
+    table = paper.per_model_correlations(pairs, methods=("spearman",), n_boot=50)
     assert table.set_index("panel")["estimate"].to_dict() == pytest.approx({"2-acc": 1.0, "2-mse": -1.0})
 
-    lora = pd.DataFrame({"model": "m", "dataset": list("abcd"), "ntps": [0.1, 0.2, 0.3, 0.4],
+    lora = pd.DataFrame({"model": "m", "task": list("abcd"), "ntps": [0.1, 0.2, 0.3, 0.4],
                          "lora_test_accuracy": [0.9, 0.9, 0.9, 0.9],
                          "linear_probe_test_accuracy": [0.5, 0.6, 0.7, 0.8]})
     three = paper.companion_pairs(lora, "lora")
@@ -140,15 +140,15 @@ def test_companion_pairs_held_out_probe():
     records = [{"model": "m", "task": f"t{i}", "ntps": i / 10, "train_accuracy": 1.0, "train_mse": 0.0,
                 "test_accuracy": 0.9 - i / 20, "test_mse": [0.3, 0.1, 0.4, 0.2, 0.5][i], "rule": "fixed"}
                for i in range(5)]
-    train = paper.correlation_table(paper.companion_pairs(records, "correlation"), methods=("spearman",), n_boot=20)
+    train = paper.per_model_correlations(paper.companion_pairs(records, "correlation"), methods=("spearman",), n_boot=20)
     assert train["estimate"].isna().all()  # a constant in-sample target has no correlation
     test_pairs = paper.companion_pairs(records, "correlation", probe="test")
     np.testing.assert_allclose(test_pairs.loc[test_pairs.panel == "2-acc", "target"], [0.9, 0.85, 0.8, 0.75, 0.7])
-    held = paper.correlation_table(test_pairs, methods=("spearman",), n_boot=20).set_index("panel")["estimate"]
+    held = paper.per_model_correlations(test_pairs, methods=("spearman",), n_boot=20).set_index("panel")["estimate"]
     assert held["2-acc"] == pytest.approx(-1.0)
     assert held["2-mse"] == pytest.approx(scipy.stats.spearmanr(np.arange(5), [0.3, 0.1, 0.4, 0.2, 0.5])[0])
     with pytest.raises(ValueError, match="probe_test_accuracy or probe_test_mse"):
-        paper.companion_pairs([{"model": "m", "dataset": "a", "ntps": 0.1, "train_accuracy": 1.0}], "correlation",
+        paper.companion_pairs([{"model": "m", "task": "a", "ntps": 0.1, "train_accuracy": 1.0}], "correlation",
                               probe="test")
     with pytest.raises(ValueError, match="probe must be"):
         paper.companion_pairs(records, "correlation", probe="val")
@@ -156,9 +156,9 @@ def test_companion_pairs_held_out_probe():
 
 def test_companion_pairs_names_missing_columns():
     with pytest.raises(ValueError, match="lacks the columns.*probe_train_accuracy or probe_train_mse"):
-        paper.companion_pairs([{"model": "m", "dataset": "a", "ntps": 0.1}], "correlation")
+        paper.companion_pairs([{"model": "m", "task": "a", "ntps": 0.1}], "correlation")
     with pytest.raises(ValueError, match="lacks the columns.*lora_test_accuracy"):
-        paper.companion_pairs([{"model": "m", "dataset": "a", "ntps": 0.1}], "lora")
+        paper.companion_pairs([{"model": "m", "task": "a", "ntps": 0.1}], "lora")
     with pytest.raises(ValueError, match="holds no records"):
         paper.companion_pairs([], "lora")
     with pytest.raises(ValueError, match="kind must be one of"):
