@@ -40,6 +40,7 @@ import scipy.stats
 __all__ = [
     "METHODS",
     "correlation",
+    "format_interval",
     "batch_correlation",
     "correlations",
     "bootstrap_coverage",
@@ -73,6 +74,28 @@ def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{int(bad.sum())} pairs hold NaN or infinite values (positions "
                          f"{np.flatnonzero(bad)[:5].tolist()}); drop them first")
     return x, y
+
+
+def format_interval(estimate, low=None, high=None) -> str:
+    """``"+0.52 [+0.10, +0.85]"``; "undefined" for a missing estimate.
+
+    Takes the three numbers, or one row (mapping or ``pandas`` row) with ``estimate``, ``low``
+    and ``high``, as the tables of this module have.
+
+    Examples
+    --------
+    >>> format_interval(0.5, 0.1, 0.85)
+    '+0.50 [+0.10, +0.85]'
+    >>> format_interval({"estimate": float("nan"), "low": 0.0, "high": 0.0})
+    'undefined'
+    """
+    if low is None and high is None and not isinstance(estimate, (int, float, np.floating)):
+        if estimate is None:
+            return "undefined"
+        estimate, low, high = estimate["estimate"], estimate["low"], estimate["high"]
+    if estimate is None or not np.isfinite(estimate):
+        return "undefined"
+    return f"{estimate:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def _check_method(method: str) -> str:

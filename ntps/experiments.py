@@ -50,6 +50,8 @@ __all__ = [
     "statistics_key",
     "tokenizer_key",
     "task_statistics",
+    "StatisticsRun",
+    "run_statistics",
     "k_fraction_grid",
     "ntps_table",
     "probe_table",
@@ -59,6 +61,7 @@ __all__ = [
     "selection_table",
     "nearest",
     "task_baselines",
+    "correlation_records",
 ]
 
 # Probe targets and whether a high value is good (a good score should then correlate positively).
@@ -360,6 +363,98 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
     return TaskStatistics(stats, features, labels.copy(), info)
 
 
+class StatisticsRun(NamedTuple):
+    """What :func:`run_statistics` returns: the cached passes of several models over several tasks.
+
+    ``train`` and ``test`` map model name -> task -> :class:`TaskStatistics` (a split not asked
+    for is an empty dict); ``extraction`` has one row per (model, task, split) with texts,
+    tokens, the seconds the pass took when it ran, whether this call read it from the cache, the
+    device and tokens/s; ``failed`` maps a model that could not run to its error (only with
+    ``skip_failed``).
+    """
+
+    train: dict
+    test: dict
+    extraction: pd.DataFrame
+    failed: dict
+
+
+def run_statistics(model_names: Sequence[str], tasks: Sequence[str], *, splits: Sequence[str] = ("train", "test"),
+                   max_examples: Mapping[str, int | str | None] | None = None, keep_moments: Sequence[str] = ("train",),
+                   init: str = "pretrained", seed: int = 0, dtype=None, device=None, revision: str | None = None,
+                   trust_remote_code: bool = False, tokenizer: str | None = None, skip_failed: bool = False,
+                   label: str | None = None, **options) -> StatisticsRun:
+    """One forward pass per (model, task, split), each cached by :func:`task_statistics`.
+
+    This is the loop every experiment chapter starts with. Each model is loaded at most once
+    (a :class:`ModelSource`, only on a cache miss) and released before the next.
+
+    Parameters
+    ----------
+    model_names : list of str
+        What :func:`ntps.load_model` accepts.
+    tasks : list of str
+        Task names of ``ntps.data`` (offline tasks or the paper's hub datasets).
+    splits : list of str
+        Which splits to pass over ("train", "test").
+    max_examples : dict, optional
+        Split -> text cap (None: the task's default cap).
+    keep_moments : list of str
+        The splits whose moments are kept in memory; the others keep only features and labels
+        (the moments of a test split, about 250 MB per task at d = 576, are not needed for NTPS).
+    init, seed
+        "pretrained", or "random" for the random-initialisation control (:func:`random_init`).
+    dtype, device, revision, trust_remote_code, tokenizer
+        How the models load (:func:`ntps.load_model`).
+    skip_failed : bool
+        Record a model that fails (cannot load, say) in ``failed`` and go on; otherwise raise.
+    label : str, optional
+        The model column of ``extraction`` (default: the model name, with " (random init)").
+    **options
+        Passed to :func:`task_statistics`: ``max_length``, ``data_root``, ``batch_size``,
+        ``feature_stride``, ``layers``, ``progress``.
+
+    Returns
+    -------
+    StatisticsRun
+    """
+    caps = dict(max_examples or {})
+    train, test, rows, failed = {}, {}, [], {}
+    stores = {"train": train, "test": test}
+    unknown = [s for s in splits if s not in stores]
+    if unknown:
+        raise ValueError(f"splits must be among {tuple(stores)}, got {unknown}")
+    for model_name in model_names:
+        source = ModelSource(model_name, init=init, seed=seed, dtype=dtype, device=device, revision=revision,
+                             trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+        shown = label or (model_name if init == "pretrained" else f"{model_name} (random init)")
+        try:
+            for split in splits:
+                stores[split][model_name] = {}
+                for task in tasks:
+                    result = task_statistics(model_name, task, split, model=source, init=init, seed=seed,
+                                             max_examples=caps.get(split), dtype=dtype, device=device,
+                                             revision=revision, trust_remote_code=trust_remote_code,
+                                             tokenizer=tokenizer, **options)
+                    stores[split][model_name][task] = result if split in keep_moments else result._replace(
+                        moments=None)
+                    info = result.info
+                    rows.append({"model": shown, "task": task, "split": split, "texts": info["n_texts"],
+                                 "tokens": info["n_tokens"], "seconds": info["extract_seconds"],
+                                 "cached": info["cached"], "device": info["device"],
+                                 "tokens/s": info["n_tokens"] / max(info["extract_seconds"], 1e-12)})
+        except Exception as error:  # noqa: BLE001 - recorded for the reader, or raised
+            if not skip_failed:
+                raise
+            failed[model_name] = f"{type(error).__name__}: {error}"
+            train.pop(model_name, None)
+            test.pop(model_name, None)
+        finally:
+            source.release()
+    columns = ["model", "task", "split", "texts", "tokens", "seconds", "cached", "device", "tokens/s"]
+    return StatisticsRun(train, test, pd.DataFrame(rows, columns=columns), failed)
+
+
 # --------------------------------------------------------------------------------------------
 # NTPS of every (task, layer, variant, k)
 # --------------------------------------------------------------------------------------------
@@ -470,7 +565,7 @@ def probe_table(train: Mapping[str, TaskStatistics], test: Mapping[str, TaskStat
     and test_gain = test_accuracy - majority_accuracy (what the features add to the class balance);
     timings one row per (task, probe) with ``seconds`` (training and evaluating on every layer).
     """
-    from .probes import probe_layers
+    from .probes import majority_accuracy, probe_layers
 
     if not train:
         raise ValueError("train is empty")
@@ -488,8 +583,7 @@ def probe_table(train: Mapping[str, TaskStatistics], test: Mapping[str, TaskStat
         start = time.perf_counter()
         mse = probe_layers(tr.features, tr.labels, xte, yte, ridge=ridge, num_classes=num_classes, logistic=False)
         t_mse = time.perf_counter() - start
-        majority_class = int(np.argmax(np.bincount(tr.labels, minlength=num_classes)))
-        majority = float(np.mean(te.labels == majority_class)) if te is not None else float("nan")
+        majority = majority_accuracy(tr.labels, te.labels) if te is not None else float("nan")
         frames.append(pd.DataFrame({
             "task": task, "layer": _layer_index(tr), "train_accuracy": logistic["train_accuracy"],
             "test_accuracy": logistic["test_accuracy"], "train_mse": mse["train_mse"], "test_mse": mse["test_mse"],
@@ -666,10 +760,32 @@ def task_baselines(stats_by_task: Mapping[str, TaskStatistics]) -> pd.DataFrame:
     that they go through the same tables and selection rules as the other scores (the rules then
     choose only the layer of the *target*). Returns columns task, layer, majority_share, neg_classes.
     """
+    from .probes import majority_accuracy
+
     rows = []
     for task, stats in stats_by_task.items():
-        counts = np.bincount(stats.labels, minlength=stats.moments.num_classes)
-        share = float(counts.max() / counts.sum())
-        rows += [{"task": task, "layer": layer, "majority_share": share, "neg_classes": -float(counts.size)}
+        share = majority_accuracy(stats.labels)
+        rows += [{"task": task, "layer": layer, "majority_share": share,
+                  "neg_classes": -float(stats.moments.num_classes)}
                  for layer in _layer_index(stats)]
     return pd.DataFrame(rows)
+
+
+def correlation_records(selections: Mapping, probes: pd.DataFrame, *, model: str,
+                        score: str = "ntps:theorem", target: str = "test_accuracy") -> list[dict]:
+    """The per-task rows the correlation chapter saves as the ``correlation`` table.
+
+    For each selection rule of ``selections[(score, target)]`` (from :func:`selection_table`), the
+    task's NTPS at the configuration that rule chose for it, beside every probe score at that
+    layer (from :func:`probe_table`). The fields are ``ntps.results.TABLE_SCHEMAS["correlation"]``.
+    """
+    records = []
+    for rule, chosen in selections.get((score, target), {}).items():
+        pairs = chosen.pairs.drop(columns=[target]).merge(probes, on=["task", "layer"])
+        records += [{"model": model, "task": row.task, "rule": rule, "variant": score.split(":", 1)[1],
+                     "selected_on": target, "layer": int(row.layer), "k_fraction": float(row.k_fraction),
+                     "ntps": float(row.ntps), "train_accuracy": float(row.train_accuracy),
+                     "test_accuracy": float(row.test_accuracy), "train_mse": float(row.train_mse),
+                     "test_mse": float(row.test_mse), "test_gain": float(row.test_gain)}
+                    for row in pairs.itertuples()]
+    return records

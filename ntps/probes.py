@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["standardize", "logistic_probe", "mse_probe", "probe_layers", "LogisticProbe", "MSEProbe"]
+__all__ = ["standardize", "logistic_probe", "mse_probe", "probe_layers", "majority_accuracy", "LogisticProbe",
+           "MSEProbe"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,3 +249,27 @@ def probe_layers(features_train, y_train, features_test=None, y_test=None, *, C:
             result = _mse(ztr, zte, ytr, yte, c, ridge, 1e-10)
             out["train_mse"][layer], out["test_mse"][layer] = result.train_mse, result.test_mse
     return out
+
+
+def majority_accuracy(train_labels, eval_labels=None, *, num_classes: int | None = None) -> float:
+    """Accuracy of always answering the training split's most frequent class: the one definition
+    of the majority-class baseline in the package.
+
+    On ``eval_labels`` (a held-out split) when given, else on the training labels themselves (then
+    it is the training split's majority share). Ties go to the smallest class index.
+
+    Examples
+    --------
+    >>> majority_accuracy([0, 1, 1, 2], [1, 0, 0])
+    0.3333333333333333
+    >>> majority_accuracy([0, 1, 1, 2])
+    0.5
+    """
+    train = np.asarray(train_labels)
+    if train.ndim != 1 or train.size == 0 or not np.issubdtype(train.dtype, np.integer) or train.min() < 0:
+        raise ValueError("train_labels must be a non-empty 1-d array of class indices 0..C-1")
+    majority = int(np.argmax(np.bincount(train, minlength=num_classes or 0)))
+    target = train if eval_labels is None else np.asarray(eval_labels)
+    if target.size == 0:
+        raise ValueError("eval_labels is empty")
+    return float(np.mean(target == majority))

@@ -13,7 +13,29 @@ from pathlib import Path
 
 from .cache import atomic_file, cache_dir
 
-__all__ = ["save_table", "load_table", "ResultsNotFoundError"]
+__all__ = ["TABLE_SCHEMAS", "save_table", "load_table", "ResultsNotFoundError"]
+
+#: The fields every record of a known table carries: written by one chapter, read by another
+#: (``ntps.paper.companion_pairs`` reads both). ``save_table`` and ``load_table`` check them.
+TABLE_SCHEMAS = {
+    # 03_correlation: one row per (model, task, selection rule), NTPS at the configuration the
+    # rule chose for that task (``ntps.experiments.correlation_records``).
+    "correlation": {
+        "model": "model name", "task": "task name", "rule": "in-sample, leave-one-task-out or fixed",
+        "variant": "NTPS variant (theorem)", "selected_on": "the probe target the rule maximised",
+        "layer": "hidden-state index", "k_fraction": "k / d", "ntps": "NTPS at (layer, k)",
+        "train_accuracy": "in-sample probe accuracy", "test_accuracy": "held-out probe accuracy",
+        "train_mse": "in-sample least-squares probe error", "test_mse": "held-out least-squares probe error",
+        "test_gain": "held-out accuracy minus the majority-class accuracy",
+    },
+    # 04_lora: one row per (model, task), NTPS at the configuration fixed in advance.
+    "lora": {
+        "model": "model name", "task": "task name", "selection": "how (layer, k) was chosen (fixed)",
+        "ntps": "theorem-consistent NTPS before LoRA", "lora_test_accuracy": "held-out accuracy after LoRA",
+        "linear_probe_test_accuracy": "held-out accuracy of the frozen model's linear probe",
+        "gain": "lora_test_accuracy - linear_probe_test_accuracy", "ntps_after": "NTPS of the merged model",
+    },
+}
 
 
 class ResultsNotFoundError(FileNotFoundError):
@@ -40,6 +62,7 @@ def save_table(name: str, records, *, profile: str, meta: dict | None = None) ->
     if hasattr(records, "to_dict"):
         records = records.to_dict(orient="records")
     rows = [{str(k): _plain(v) for k, v in row.items()} for row in records]
+    _check_schema(name, rows, "save")
     path = _path(name, profile)
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps({"name": name, "profile": profile, "meta": meta or {}, "records": rows},
@@ -53,5 +76,20 @@ def load_table(name: str, *, profile: str) -> tuple[list[dict], dict]:
     if not path.is_file():
         raise ResultsNotFoundError(f"no saved table {name!r} for profile {profile!r} ({path}): run the notebook "
                                    "that produces it first (make book runs them in order)")
-    content = json.loads(path.read_text())
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): run the notebook that produces it again") from None
+    _check_schema(name, content["records"], f"read from {path}")
     return content["records"], content.get("meta", {})
+
+
+def _check_schema(name: str, rows: list[dict], what: str) -> None:
+    schema = TABLE_SCHEMAS.get(name)
+    if schema is None:
+        return
+    for number, row in enumerate(rows):
+        missing = [field for field in schema if field not in row]
+        if missing:
+            raise ValueError(f"table {name!r} ({what}): record {number} lacks the fields {missing} of "
+                             "ntps.results.TABLE_SCHEMAS")

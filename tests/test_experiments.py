@@ -264,3 +264,56 @@ def test_a_tokenizer_from_elsewhere_is_part_of_the_key(cache, tmp_path):
     assert respelled.info["cached"] and respelled.info["key"] == with_bos.info["key"]
     with pytest.raises(ValueError, match="tokenizer from .*with-bos.*keyed wrongly"):
         run("without-bos", model=experiments.ModelSource(name, tokenizer=str(tmp_path / "with-bos")), refresh=True)
+
+
+def test_run_statistics_is_the_loop_of_task_statistics(cache, source):
+    run = experiments.run_statistics(["tiny-llama"], ["rt_sentiment", "fortunes_topic"], data_root=ROOT,
+                                     max_length=24)
+    assert run.failed == {} and set(run.train["tiny-llama"]) == {"rt_sentiment", "fortunes_topic"}
+    for task in ("rt_sentiment", "fortunes_topic"):
+        for split, store in (("train", run.train), ("test", run.test)):
+            direct = stats(task, split, source)  # the same call, one at a time: must hit the same cache entry
+            assert direct.info["cached"] is True
+            np.testing.assert_array_equal(store["tiny-llama"][task].features, direct.features)
+        assert run.test["tiny-llama"][task].moments is None  # test moments are not kept
+        assert run.train["tiny-llama"][task].moments.n_texts == len(run.train["tiny-llama"][task].labels)
+    rows = run.extraction.set_index(["task", "split"])
+    assert len(rows) == 4 and not rows["cached"].any()
+    assert rows.loc[("rt_sentiment", "train"), "texts"] == run.train["tiny-llama"]["rt_sentiment"].labels.size
+
+
+def test_run_statistics_records_or_raises_a_failing_model(cache):
+    with pytest.raises(Exception, match="tiny-lama|Did you mean"):
+        experiments.run_statistics(["tiny-lama"], ["rt_sentiment"], data_root=ROOT, max_length=24)
+    run = experiments.run_statistics(["tiny-lama", "tiny-llama"], ["rt_sentiment"], data_root=ROOT, max_length=24,
+                                     splits=["train"], skip_failed=True)
+    assert list(run.failed) == ["tiny-lama"] and list(run.train) == ["tiny-llama"] and run.test == {}
+
+
+def test_correlation_records_read_the_chosen_configuration():
+    from ntps.results import TABLE_SCHEMAS
+
+    rng = np.random.default_rng(3)
+    tasks, layers, fractions = [f"t{i}" for i in range(6)], [0, 1, 2], [0.25, 0.5]
+    ntps_t = pd.DataFrame([{"task": t, "layer": l, "variant": "theorem", "k_fraction": f, "k": 0,
+                            "ntps": rng.uniform()} for t in tasks for l in layers for f in fractions])
+    probe_t = pd.DataFrame([{"task": t, "layer": l, "train_accuracy": 1.0, "test_accuracy": rng.uniform(),
+                             "train_mse": rng.uniform(), "test_mse": rng.uniform(), "converged": True,
+                             "majority_accuracy": 0.5, "test_gain": rng.uniform()} for t in tasks for l in layers])
+    _, selections = experiments.selection_table(ntps_t, probe_t, fixed_layer=1, fixed_k_fraction=0.5, n_boot=50,
+                                                targets={"test_accuracy": True})
+    records = experiments.correlation_records(selections, probe_t, model="m")
+    assert len(records) == 3 * len(tasks)
+    for record in records:
+        assert set(TABLE_SCHEMAS["correlation"]) <= set(record)
+        # independent lookup: the NTPS table at the recorded configuration, the probe table at its layer
+        at = ntps_t[(ntps_t.task == record["task"]) & (ntps_t.layer == record["layer"])
+                    & np.isclose(ntps_t.k_fraction, record["k_fraction"])]
+        assert record["ntps"] == pytest.approx(float(at.ntps.iloc[0]))
+        probe = probe_t[(probe_t.task == record["task"]) & (probe_t.layer == record["layer"])].iloc[0]
+        assert record["test_accuracy"] == pytest.approx(probe.test_accuracy)
+    fixed = [r for r in records if r["rule"] == "fixed"]
+    assert {(r["layer"], r["k_fraction"]) for r in fixed} == {(1, 0.5)}
+    # in-sample: one configuration for every task, the one with the best correlation over all of them
+    in_sample = {(r["layer"], r["k_fraction"]) for r in records if r["rule"] == "in-sample"}
+    assert len(in_sample) == 1

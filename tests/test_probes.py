@@ -159,3 +159,17 @@ def test_bad_input_is_rejected():
         probes.mse_probe(x, y, ridge=-1.0)
     with pytest.raises(ValueError, match=r"\(N, L, d\)"):
         probes.probe_layers(x, y)
+
+
+def test_majority_accuracy_against_counting():
+    from ntps.probes import majority_accuracy
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        train, test = rng.integers(0, 4, 30), rng.integers(0, 4, 17)
+        counts = [sum(1 for y in train if y == c) for c in range(4)]
+        majority = counts.index(max(counts))  # first of the tied maxima, as a loop finds it
+        assert majority_accuracy(train, test) == sum(1 for y in test if y == majority) / len(test)
+        assert majority_accuracy(train) == max(counts) / len(train)
+    with pytest.raises(ValueError, match="non-empty"):
+        majority_accuracy([])
