@@ -37,15 +37,6 @@ sentences = [
 ]
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
 import time
 
@@ -57,8 +48,10 @@ import torch
 import ntps
 from ntps.features import hidden_states, mean_pool, resolve_device
 from ntps.models import load_model
+from ntps.notebooks import page_style
 
-sns.set_theme(style="whitegrid", context="notebook")
+page_style(precision=3)
+
 _ = torch.manual_seed(0)
 
 # %% [markdown]

@@ -58,15 +58,6 @@ ref_fractions = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
 perturbation = 1e-9  # relative size of the perturbation of sxy
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
 import time
 
@@ -80,13 +71,14 @@ from threadpoolctl import threadpool_limits
 
 import ntps
 from ntps import bounds, score, synthetic
+from ntps.notebooks import page_style
+
+page_style(precision=4)
 
 # Every matrix on this page is tiny (d <= 64): one BLAS thread is fastest. Several threads
 # competing for a few busy cores can make a 32 x 32 eigendecomposition a hundred times slower.
 blas_limit = threadpool_limits(limits=1, user_api="blas")
 
-sns.set_theme(style="whitegrid", context="notebook")
-pd.set_option("display.precision", 4)
 rng = np.random.default_rng(seed)
 
 checks = []  # every numerical check of the page: (step, claim, largest deviation)

@@ -55,15 +55,6 @@ n_perturbations = 200  # perturbed copies of sxy per setting
 released_settings = [["float64", 1.0e-9], ["float32", 1.0e-9], ["float32", 1.0e-7]]  # (precision, relative size)
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
@@ -75,13 +66,14 @@ from threadpoolctl import threadpool_limits
 
 import ntps
 from ntps import bounds, score, synthetic
+from ntps.notebooks import page_style
+
+page_style(precision=4)
 
 # Every matrix on this page is tiny (d <= 64): one BLAS thread is fastest. Several threads
 # competing for a few busy cores can make a 32 x 32 eigendecomposition a hundred times slower.
 blas_limit = threadpool_limits(limits=1, user_api="blas")
 
-sns.set_theme(style="whitegrid", context="notebook")
-pd.set_option("display.precision", 4)
 rng = np.random.default_rng(seed)
 found = {}  # the numbers the summary at the end reports
 print(f"ntps {ntps.__version__}, profile {run_label}: d = {d}, r = C = {n_targets}, "

@@ -44,7 +44,8 @@
 # intervals are wide, and the page says so wherever it matters.
 
 # %% tags=["parameters"]
-model_names = ["smollm2-135m"]  # one or more models; on Colab hub ids such as "Qwen/Qwen2-0.5B"
+model_name = "smollm2-135m"  # the model the figures show; on Colab a hub id such as "Qwen/Qwen2-0.5B"
+extra_models = []  # more models for the tables (the colab-paper profile: the paper's other seven)
 tasks = None  # None: the whole offline suite; or a list of offline tasks / the paper's hub datasets
 data_root = None  # folder holding the built offline tasks (None: the cache `make setup` fills)
 max_length = 64  # tokens per text
@@ -78,90 +79,47 @@ ntps_backend = "numpy"  # "torch" runs the NTPS decompositions on `device` (wide
 results_profile = "cpu"  # the name under which the per-task results are saved (ntps.results)
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
-import time
-import warnings
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's note about widgets, not ours
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import transformers  # noqa: E402
-from IPython.display import Markdown, display  # noqa: E402
+import ntps
+from ntps import data, evaluate, experiments, paper, probes, results
+from ntps.notebooks import page_style
 
-import ntps  # noqa: E402
-from ntps import data, evaluate, experiments  # noqa: E402
+page_style(precision=3, quiet_transformers=True)
 
-sns.set_theme(style="whitegrid", context="notebook")
-pd.set_option("display.precision", 3)
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()
+model_names = [model_name, *extra_models]
 task_names = list(data.OFFLINE_SUITE) if tasks is None else list(tasks)
 control_names = [t for t in (task_names if control_tasks is None else control_tasks) if t in task_names]
 k_fractions = experiments.k_fraction_grid(n_k)
 pct = f"{confidence:.0%}"
-
-
-def interval(row):
-    """'0.52 [0.10, 0.85]' for a row with estimate, low, high."""
-    if not np.isfinite(row["estimate"]):
-        return "undefined"
-    return f"{row['estimate']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]"
-
-
+interval = evaluate.format_interval
 print(f"ntps {ntps.__version__}; models {model_names}; {len(task_names)} tasks: {task_names}")
 
 # %% [markdown]
 # ## One forward pass per task and split, cached
 #
-# `ntps.experiments.task_statistics` runs the model once over a split of a task and keeps two things
-# from that single pass: the four NTPS moments of every layer (`ntps.extract_moments`) and the
-# mean-pooled features of every layer, which the probes and the peer metrics need. Both are cached
+# `ntps.experiments.run_statistics` runs each model once over each split of each task
+# (`task_statistics`) and keeps two things from that single pass: the four NTPS moments of every
+# layer (`ntps.extract_moments`) and the mean-pooled features of every layer, which the probes and the peer metrics need. Both are cached
 # on disk (safetensors and JSON, keyed by model, task, split, text cap, length, layers and package
 # version), so a second run of this page reads each in a fraction of a second. The times below are those of
 # the pass itself, measured when it ran; the `cached` column says whether this run read it back.
 
 # %%
-train, test, extraction_rows, failed = {}, {}, [], {}
-for model_name in model_names:
-    source = experiments.ModelSource(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    common = dict(model=source, max_length=max_length, data_root=data_root, batch_size=batch_size, dtype=dtype,
-                  device=device, trust_remote_code=trust_remote_code, feature_stride=feature_layer_stride)
-    try:
-        for split, store, cap in (("train", train, max_examples_train), ("test", test, max_examples_test)):
-            store[model_name] = {}
-            for task in task_names:
-                result = experiments.task_statistics(model_name, task, split, max_examples=cap, **common)
-                # NTPS uses the moments of the training split only; the test split's (about 250 MB per
-                # task at d = 576) are not kept in memory
-                store[model_name][task] = result if split == "train" else result._replace(moments=None)
-                extraction_rows.append({
-                    "model": model_name, "task": task, "split": split, "texts": result.info["n_texts"],
-                    "tokens": result.info["n_tokens"], "seconds": result.info["extract_seconds"],
-                    "cached": result.info["cached"], "device": result.info["device"]})
-    except Exception as error:  # noqa: BLE001 - reported, and re-raised unless the profile allows skipping
-        if not skip_failed_models:
-            raise
-        failed[model_name] = f"{type(error).__name__}: {error}"
-        train.pop(model_name, None)
-        test.pop(model_name, None)
-    source.release()
+pass_options = dict(max_examples={"train": max_examples_train, "test": max_examples_test}, max_length=max_length,
+                    data_root=data_root, batch_size=batch_size, dtype=dtype, device=device,
+                    trust_remote_code=trust_remote_code, feature_stride=feature_layer_stride)
+run = experiments.run_statistics(model_names, task_names, skip_failed=skip_failed_models, **pass_options)
+train, test, extraction = run.train, run.test, run.extraction
 models = [m for m in model_names if m in train]
-if failed:
-    display(pd.Series(failed, name="could not run").to_frame())
-extraction = pd.DataFrame(extraction_rows)
-extraction["tokens/s"] = extraction["tokens"] / extraction["seconds"]
+if run.failed:
+    display(pd.Series(run.failed, name="could not run").to_frame())
 main_model = models[0]
 first = train[main_model][task_names[0]]
 depth = first.moments.num_layers
@@ -229,12 +187,12 @@ for model_name in models:
         train[model_name], test[model_name], C=probe_C, ridge=mse_ridge)
 probed = probe_tables[main_model]
 saturated = float((probed["train_accuracy"] == 1.0).mean())
-majority = {t: np.bincount(s.labels).max() / len(s.labels) for t, s in test[main_model].items()}
+majority = {t: probes.majority_accuracy(train[main_model][t].labels, s.labels) for t, s in test[main_model].items()}
 summary = probed.groupby("task").agg(best_test_accuracy=("test_accuracy", "max"),
                                      best_layer=("test_accuracy", lambda a: int(probed.loc[a.idxmax(), "layer"])),
                                      train_accuracy=("train_accuracy", "mean"),
                                      best_test_mse=("test_mse", "min")).reindex(task_names)
-summary.insert(1, "majority class (test)", pd.Series(majority))
+summary.insert(1, "majority class (test)", pd.Series(majority))  # the training majority, on the test split
 print(f"in-sample accuracy is exactly 1.0 on {saturated:.0%} of the (task, layer) pairs; "
       f"all probes converged: {bool(probed['converged'].all())}")
 summary
@@ -246,13 +204,11 @@ summary
 # layers, next to the held-out error of simply predicting the class frequencies:
 
 # %%
-from ntps.probes import probe_layers  # noqa: E402
-
 task0 = task_names[0]
 ridge_rows = []
 for ridge in sorted({0.0, mse_ridge}):
-    out = probe_layers(train[main_model][task0].features, train[main_model][task0].labels,
-                       test[main_model][task0].features, test[main_model][task0].labels, ridge=ridge, logistic=False)
+    out = probes.probe_layers(train[main_model][task0].features, train[main_model][task0].labels,
+                              test[main_model][task0].features, test[main_model][task0].labels, ridge=ridge, logistic=False)
     ridge_rows.append({"ridge": ridge, "in-sample MSE": out["train_mse"].mean(), "held-out MSE": out["test_mse"].mean()})
 counts = np.bincount(test[main_model][task0].labels) / len(test[main_model][task0].labels)
 print(f"{task0}: predicting the class frequencies has held-out MSE about {1 - np.sum(counts ** 2):.3f}")
@@ -433,19 +389,8 @@ plt.show()
 # chapter that sets the companion's results beside the paper's (`ntps.results`).
 
 # %%
-from ntps import results  # noqa: E402
-
-records = []
-for model_name, chosen_here in chosen_by_model.items():
-    for rule, sel in chosen_here.get(("ntps:theorem", "test_accuracy"), {}).items():
-        pairs = sel.pairs.drop(columns=["test_accuracy"])
-        pairs = pairs.merge(probe_tables[model_name], on=["task", "layer"])
-        records += [{"model": model_name, "task": row.task, "rule": rule, "variant": "theorem",
-                     "selected_on": "test_accuracy", "layer": int(row.layer), "k_fraction": float(row.k_fraction),
-                     "ntps": float(row.ntps), "train_accuracy": float(row.train_accuracy),
-                     "test_accuracy": float(row.test_accuracy), "train_mse": float(row.train_mse),
-                     "test_mse": float(row.test_mse), "test_gain": float(row.test_gain)}
-                    for row in pairs.itertuples()]
+records = [record for model_name, chosen_here in chosen_by_model.items()
+           for record in experiments.correlation_records(chosen_here, probe_tables[model_name], model=model_name)]
 saved = results.save_table("correlation", records, profile=results_profile, meta={
     "selected_on": "test_accuracy", "variant": "theorem", "tasks": task_names, "max_length": max_length,
     "mse_ridge": mse_ridge, "probe_C": probe_C, "n_k": n_k, "ntps_version": ntps.__version__})
@@ -614,22 +559,10 @@ pd.DataFrame({"largest spread under perturbation": spread.groupby(["variant"]).m
 # %%
 control_scores = control_probes = None
 if control and control_names:
-    random_source = experiments.ModelSource(main_model, init="random", seed=control_seed, dtype=dtype, device=device,
-                                            trust_remote_code=trust_remote_code)
-    ctrl = dict(model=random_source, max_length=max_length, data_root=data_root, batch_size=batch_size, dtype=dtype,
-                device=device, init="random", seed=control_seed, trust_remote_code=trust_remote_code,
-                feature_stride=feature_layer_stride)
-    control_train = {t: experiments.task_statistics(main_model, t, "train", max_examples=max_examples_train, **ctrl)
-                     for t in control_names}
-    control_test = {t: experiments.task_statistics(main_model, t, "test", max_examples=max_examples_test,
-                                                   **ctrl)._replace(moments=None) for t in control_names}
-    random_source.release()
-    for split, store in (("train", control_train), ("test", control_test)):
-        extraction = pd.concat([extraction, pd.DataFrame([{
-            "model": f"{main_model} (random init)", "task": t, "split": split, "texts": s.info["n_texts"],
-            "tokens": s.info["n_tokens"], "seconds": s.info["extract_seconds"], "cached": s.info["cached"],
-            "device": s.info["device"], "tokens/s": s.info["n_tokens"] / s.info["extract_seconds"]}
-            for t, s in store.items()])], ignore_index=True)
+    control_run = experiments.run_statistics([main_model], control_names, init="random", seed=control_seed,
+                                             **pass_options)
+    control_train, control_test = control_run.train[main_model], control_run.test[main_model]
+    extraction = pd.concat([extraction, control_run.extraction], ignore_index=True)
     control_scores, _ = experiments.ntps_table({t: s.moments for t, s in control_train.items()},
                                                k_fractions=k_fractions, variants=["theorem", "spectral"],
                                                backend=ntps_backend, device=device if ntps_backend == "torch" else None)
@@ -706,7 +639,7 @@ cost
 # The statements below are computed from the tables above; the intervals are percentile bootstrap
 # intervals over tasks.
 
-# %%
+# %% tags=["remove-input"]
 def get(score, rule, target="test_accuracy"):
     row = correlation[(correlation.model == main_model) & (correlation.score == score) & (correlation.target == target)
                       & (correlation.rule == rule)]
@@ -821,8 +754,6 @@ display(Markdown("\n".join(lines)))
 # them from the released data and sets this chapter's results beside them.
 
 # %%
-from ntps import paper  # noqa: E402
-
 display(pd.Series({paper.MODEL_LABELS[m]: v for m, v in paper.PRINTED_SPEARMAN["2-acc"].items()},
                   name="printed Spearman, Fig. 2 (accuracy)").to_frame().T)
 if len(models) > 1:

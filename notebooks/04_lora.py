@@ -74,36 +74,22 @@ confidence = 0.95
 results_profile = "cpu"  # the name under which the per-task results are saved (ntps.results)
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
 import time
-import warnings
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's note about widgets, not ours
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import transformers  # noqa: E402
-from IPython.display import Markdown, display  # noqa: E402
+import ntps
+from ntps import data, evaluate, experiments, lora, probes, results
+from ntps.notebooks import page_style
+from ntps.score import ntps_grid
 
-import ntps  # noqa: E402
-from ntps import data, evaluate, experiments, lora, probes, results  # noqa: E402
-from ntps.score import ntps_grid  # noqa: E402
+page_style(precision=3, quiet_transformers=True)
 
-sns.set_theme(style="whitegrid", context="notebook")
-pd.set_option("display.precision", 3)
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()
 task_names = list(tasks) if tasks is not None else list(data.OFFLINE_SUITE)
 k_fractions = experiments.k_fraction_grid(n_k)
 pct = f"{confidence:.0%}"
@@ -111,15 +97,7 @@ lora_settings = dict(steps=steps, batch_size=train_batch_size, lr=learning_rate,
                      dropout=lora_dropout, target_modules=target_modules, optimizer=optimizer, schedule=schedule,
                      warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, group_by_length=group_by_length,
                      checkpoint_every=checkpoint_every, seed=seed)
-
-
-def interval(row):
-    """'+0.52 [+0.10, +0.85]' for a row with estimate, low, high."""
-    if not np.isfinite(row["estimate"]):
-        return "undefined"
-    return f"{row['estimate']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]"
-
-
+interval = evaluate.format_interval
 print(f"ntps {ntps.__version__}; model {model_name}; {len(task_names)} tasks: {task_names}")
 
 # %% [markdown]
@@ -162,7 +140,7 @@ pd.DataFrame({"paper (Figure 3)": paper_row, "this run": this_row})
 # %% [markdown]
 # ## Before fine-tuning: moments, NTPS and the probe
 #
-# `ntps.experiments.task_statistics` runs the frozen model once over each split and keeps the NTPS
+# `ntps.experiments.run_statistics` runs the frozen model once over each split and keeps the NTPS
 # moments of every layer and the mean-pooled features of the same pass, cached on disk (the
 # correlation chapter fills the same cache). From the training split's moments,
 # `ntps.experiments.ntps_table` computes NTPS of every layer and k in the theorem-consistent and
@@ -175,14 +153,11 @@ pd.DataFrame({"paper (Figure 3)": paper_row, "this run": this_row})
 # adapting the model adds over a linear read-out of the very same representation.
 
 # %%
-source = experiments.ModelSource(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-common = dict(model=source, max_length=max_length, data_root=data_root, batch_size=batch_size, dtype=dtype,
-              device=device, trust_remote_code=trust_remote_code, feature_stride=feature_layer_stride)
-train = {t: experiments.task_statistics(model_name, t, "train", max_examples=max_examples_train, **common)
-         for t in task_names}
-test = {t: experiments.task_statistics(model_name, t, "test", max_examples=max_examples_test, **common)
-        for t in task_names}
-test = {t: s._replace(moments=None) for t, s in test.items()}  # only the features of the test split are needed
+run = experiments.run_statistics([model_name], task_names, max_examples={"train": max_examples_train,
+                                 "test": max_examples_test}, max_length=max_length, data_root=data_root,
+                                 batch_size=batch_size, dtype=dtype, device=device,
+                                 trust_remote_code=trust_remote_code, feature_stride=feature_layer_stride)
+train, test = run.train[model_name], run.test[model_name]  # the test split keeps only its features
 first = train[task_names[0]].moments
 depth, width, last_layer = first.num_layers, first.hidden_size, first.layers[-1]
 fixed_layer = int(round(fixed_layer_fraction * (depth - 1)))
@@ -213,9 +188,7 @@ for task in task_names:
     score_seconds[task] = time.perf_counter() - began
 train = {t: s._replace(moments=None) for t, s in train.items()}  # the scores are computed: free the moments
 del first
-extraction = pd.DataFrame([{"task": t, "split": split, "texts": s.info["n_texts"], "tokens": s.info["n_tokens"],
-                            "seconds": s.info["extract_seconds"], "cached": s.info["cached"]}
-                           for split, store in (("train", train), ("test", test)) for t, s in store.items()])
+extraction = run.extraction
 print(f"{model_name}: hidden states 0..{depth - 1} (0 = embeddings), width d = {width}; "
       f"fixed in advance: layer {fixed_layer}, k = {fixed_k:.2f} d = {int(round(fixed_k * width))}; "
       f"probe and LoRA head on layer {last_layer}")
@@ -234,6 +207,7 @@ extraction.pivot(index="task", columns="split", values=["texts", "tokens", "seco
 # back in milliseconds; the seconds reported are those measured when it ran.
 
 # %%
+source = experiments.ModelSource(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 runs, after_tables, after_timings = {}, [], []
 for task in task_names:
     run = lora.fine_tune_task(model_name, task, model=source, max_length=max_length,
@@ -252,7 +226,7 @@ print(f"adapted modules: {info['target_modules']}; trainable parameters (adapter
 outcome = pd.DataFrame([{
     "task": task, "classes": len(run.info["classes"]), "train texts": run.info["n_train"],
     "test texts": run.info["n_test"],
-    "majority class (test)": np.bincount(test[task].labels).max() / len(test[task].labels),
+    "majority class (test)": probes.majority_accuracy(train[task].labels, test[task].labels),
     "probe accuracy": probe.loc[task, "probe_test_accuracy"], "LoRA accuracy": run.test_accuracy,
     "final loss (mean of last 10%)": float(np.mean(run.losses[-max(1, len(run.losses) // 10):])),
     "cached": run.info["cached"]} for task, run in runs.items()]).set_index("task")
@@ -541,7 +515,7 @@ print(f"one LoRA update of {train_batch_size} texts: {seconds_per_update:.2f} s;
 #
 # The statements below are computed from the tables above.
 
-# %%
+# %% tags=["remove-input"]
 fixed_rows = summary[summary.rule == "fixed"].set_index("score")
 t_fix = fixed_rows.loc["ntps:theorem"]
 t_in = summary[(summary.score == "ntps:theorem") & (summary.rule == "in-sample")].iloc[0]

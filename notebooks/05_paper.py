@@ -50,36 +50,24 @@ n_boot = 2000  # bootstrap resamples for the confidence intervals
 seed = 0
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
 import time
-import warnings
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's note about widgets, not ours
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from matplotlib.lines import Line2D
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from IPython.display import Markdown, display  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from ntps import paper
+from ntps.experiments import run_statistics
+from ntps.features import resolve_device
+from ntps.models import load_model
+from ntps.results import ResultsNotFoundError, load_table
+from ntps.notebooks import page_style
 
-from ntps import paper  # noqa: E402
-from ntps.experiments import task_statistics  # noqa: E402
-from ntps.features import resolve_device  # noqa: E402
-from ntps.models import load_model  # noqa: E402
-from ntps.results import ResultsNotFoundError, load_table  # noqa: E402
+page_style(precision=3)
 
-sns.set_theme(style="whitegrid", context="notebook")
-pd.set_option("display.precision", 3)
 pd.set_option("display.width", 140)
 label = paper.MODEL_LABELS.get
 started = time.perf_counter()
@@ -332,14 +320,15 @@ display(Markdown("\n".join(notes)))
 # layer into $x_w$, and plots $x_w^\top u_j$ and $x_w^\top v_j$. `ntps.paper.word_projections` does
 # the same with the package's closed forms (`ntps.score.perception_subspace`,
 # `ntps.score.autoregressive_subspace`), at several layers. The moments come from one cached
-# forward pass over the task below (`ntps.experiments.task_statistics`).
+# forward pass over the task below (`ntps.experiments.run_statistics`).
 
 # %%
-model, tokenizer = load_model(model_name, dtype=dtype, device=resolve_device(device))
 start = time.perf_counter()
-stats = task_statistics(model_name, fig1_task, fig1_split, model=(model, tokenizer), max_length=max_length,
-                        max_examples=fig1_max_examples, data_root=data_root, batch_size=batch_size, dtype=dtype,
-                        layers=fig1_layers, feature_layers=fig1_layers)
+run = run_statistics([model_name], [fig1_task], splits=[fig1_split], max_examples={fig1_split: fig1_max_examples},
+                     max_length=max_length, data_root=data_root, batch_size=batch_size, dtype=dtype, device=device,
+                     layers=fig1_layers, feature_layers=fig1_layers, keep_moments=[fig1_split])
+stats = (run.train if fig1_split == "train" else run.test)[model_name][fig1_task]
+model, tokenizer = load_model(model_name, dtype=dtype, device=resolve_device(device))  # for the word states
 d = stats.moments.hidden_size
 print(f"moments of {fig1_task}/{fig1_split}: N = {stats.moments.n_texts} texts, "
       f"{stats.moments.n_pairs} token pairs, classes {stats.info['classes']}, width d = {d} "

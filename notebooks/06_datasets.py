@@ -34,32 +34,21 @@ model_name = "smollm2-135m"  # its tokenizer measures text lengths in tokens
 max_length = 64  # the truncation the CPU pages use when they run the model
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
-# %% tags=["remove-cell"]
-# On Colab, install the package first (elsewhere it is already installed by `make setup`).
-import importlib.util
-import subprocess
-import sys
-
-if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
-
 # %%
-import warnings
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import transformers
+from IPython.display import display
+from matplotlib.ticker import ScalarFormatter
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's note about widgets, not ours
+from ntps import data
+from ntps.models import load_model
+from ntps.notebooks import page_style
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import transformers  # noqa: E402
-from IPython.display import display  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
+page_style(precision=3)
 
-from ntps import data  # noqa: E402
-from ntps.models import load_model  # noqa: E402
-
-sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.max_colwidth", 120)
 task_names = list(data.OFFLINE_SUITE) if tasks is None else list(tasks)
 print(f"offline tasks described here: {task_names or 'none'}; paper datasets: {list(paper) or 'none'}")

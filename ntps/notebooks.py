@@ -1,8 +1,12 @@
 """Run the book's notebooks: jupytext sources + a papermill parameter file -> executed .ipynb.
 
-Layout (see DESIGN §3): ``notebooks/<name>.py`` (jupytext percent format, one cell tagged
-``parameters``) and ``notebooks/params/<name>/<profile>.yaml`` with profiles ``smoke`` (a tiny
-random model, seconds), ``cpu`` (what the book shows) and ``colab-paper`` (hub models on a GPU).
+Layout: ``notebooks/<name>.py`` (jupytext percent format, one cell tagged ``parameters``) and
+``notebooks/params/<name>/<profile>.yaml`` with profiles ``smoke`` (a tiny random model, seconds),
+``cpu`` (what the book shows) and ``colab-paper`` (hub models on a GPU). The settings several
+chapters must agree on (the model, text lengths and caps, dtype, device: so that one chapter reuses
+another's cached forward passes) live once, in ``notebooks/params/shared/<profile>.yaml``; each
+notebook receives those of them that its parameters cell declares, and its own file may not repeat
+them.
 
 The executed copy records a hash of everything it depends on (source, parameters, the ``ntps``
 package, and the saved result tables it reads); an unchanged notebook is not run again. A failed run raises and leaves only a
@@ -25,9 +29,20 @@ import yaml
 
 from .cache import atomic_file
 
-__all__ = ["repo_root", "notebook_sources", "book_notebooks", "params_file", "load_params", "execute", "main"]
+__all__ = ["repo_root", "notebook_sources", "book_notebooks", "params_file", "shared_params_file",
+           "parameter_names", "load_params", "execute", "page_style", "main"]
 
 PROFILES = ("smoke", "cpu", "colab-paper")
+SHARED = "shared"  # notebooks/params/shared/<profile>.yaml
+
+# Added to every executed notebook right after its parameters (and hidden from the page): a reader
+# who opens an executed chapter on Colab gets the package installed from the repository first.
+COLAB_INSTALL_CELL = """\
+# On Colab, install the package first (elsewhere `make setup` has installed it).
+import importlib.util, subprocess, sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)"""
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -61,12 +76,50 @@ def params_file(source: str | Path, profile: str) -> Path:
     return path
 
 
+def shared_params_file(source: str | Path, profile: str) -> Path:
+    """``notebooks/params/shared/<profile>.yaml``: the settings that must agree between chapters."""
+    return Path(source).parent / "params" / SHARED / f"{profile}.yaml"
+
+
+def parameter_names(source: str | Path) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns (read, never executed)."""
+    import ast
+
+    import jupytext
+
+    for cell in jupytext.read(source).cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            names = []
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                    node, ast.AnnAssign) else []
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    raise ValueError(f"{Path(source).name} has no cell tagged 'parameters'; papermill needs one")
+
+
+def _read_mapping(path: Path) -> dict:
+    with open(path) as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of parameter names to values")
+    return values
+
+
 def load_params(source: str | Path, profile: str) -> dict:
-    """The parameters of ``profile`` for ``source``, plus ``package_source`` from ``_config.yml``."""
-    with open(params_file(source, profile)) as handle:
-        params = yaml.safe_load(handle) or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{params_file(source, profile)} must hold a mapping of parameter names to values")
+    """The parameters of ``profile`` for ``source``: the shared settings its parameters cell
+    declares, its own file, and ``package_source`` from ``_config.yml``."""
+    own_file = params_file(source, profile)
+    params = _read_mapping(own_file)
+    shared_file = shared_params_file(source, profile)
+    if shared_file.is_file():
+        shared = _read_mapping(shared_file)
+        repeated = sorted(set(shared) & set(params))
+        if repeated:
+            raise ValueError(f"{own_file} sets {repeated}, which {shared_file} already sets for every chapter: "
+                             "remove them from one of the two")
+        declared = set(parameter_names(source))
+        params = {name: value for name, value in shared.items() if name in declared} | params
     with open(repo_root(source) / "_config.yml") as handle:
         config = yaml.safe_load(handle)
     # The repository URL lives only in _config.yml; Colab installs the package from it.
@@ -124,6 +177,7 @@ def execute(source: str | Path, profile: str = "cpu", output_dir: str | Path = "
     if not any("parameters" in cell.metadata.get("tags", []) for cell in notebook.cells):
         raise ValueError(f"{source.name} has no cell tagged 'parameters'; papermill needs one")
     notebook.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
+    _add_install_cell(notebook)
     with atomic_file(output) as tmp:
         tmp_ipynb = tmp.with_suffix(".ipynb")
         try:
@@ -136,10 +190,47 @@ def execute(source: str | Path, profile: str = "cpu", output_dir: str | Path = "
             raise
         finally:
             tmp_ipynb.unlink(missing_ok=True)
+        _fold_parameter_cells(executed)
         executed.metadata["ntps"] = {"input_hash": wanted, "profile": profile, "source": f"notebooks/{source.name}"}
         nbformat.write(executed, tmp)
     failed.unlink(missing_ok=True)
     return output
+
+
+def _add_install_cell(notebook) -> None:
+    import nbformat
+
+    position = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
+    cell = nbformat.v4.new_code_cell(COLAB_INSTALL_CELL, metadata={"tags": ["remove-cell"]})
+    notebook.cells.insert(position + 1, cell)
+
+
+def page_style(*, precision: int = 3, quiet_transformers: bool = False) -> None:
+    """The look every chapter shares: seaborn's white grid, tables at ``precision`` decimals, no
+    tqdm note about missing widgets, and (``quiet_transformers``) no weight-loading bars or
+    advisory warnings from ``transformers`` in the page."""
+    import warnings
+
+    import pandas as pd
+    import seaborn as sns
+
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's note about widgets, not ours
+    sns.set_theme(style="whitegrid", context="notebook")
+    pd.set_option("display.precision", precision)
+    if quiet_transformers:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def _fold_parameter_cells(notebook) -> None:
+    """Fold the parameters cell and papermill's injected copy (Jupyter Book's ``hide-cell``): a
+    page opens on its argument, and a reader who wants the settings clicks to see them."""
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-cell" not in tags:
+            tags.append("hide-cell")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,8 +5,10 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+import yaml
 
 from ntps import notebooks
+from ntps.notebooks import params_file
 
 ROOT = notebooks.repo_root(Path(__file__).parent)
 SOURCES = notebooks.notebook_sources(ROOT)
@@ -89,3 +91,38 @@ def test_a_notebook_reading_saved_results_reruns_when_they_change(tmp_path, monk
     results.save_table("toy", [{"x": 3}], profile="smoke")
     rerun = nbformat.read(notebooks.execute(reader, "smoke", out), as_version=4)
     assert "'x': 3" in "".join(o.get("text", "") for c in rerun.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_shared_settings_reach_every_chapter_that_declares_them():
+    from ntps.notebooks import load_params, notebook_sources, parameter_names, shared_params_file
+
+    sources = {s.stem: s for s in notebook_sources()}
+    for profile in ("smoke", "cpu", "colab-paper"):
+        shared = yaml.safe_load(shared_params_file(sources["03_correlation"], profile).read_text())
+        # the chapters that reuse one another's forward passes see the same settings
+        seen = {name: load_params(sources[name], profile) for name in ("03_correlation", "04_lora", "05_paper")}
+        for key in ("model_name", "max_length", "max_examples_train", "max_examples_test", "dtype", "data_root"):
+            values = {name: params[key] for name, params in seen.items() if key in parameter_names(sources[name])}
+            assert values and all(v == shared[key] for v in values.values()), (profile, key, values)
+        for name, source in sources.items():
+            own = yaml.safe_load(params_file(source, profile).read_text()) or {}
+            assert not set(own) & set(shared), f"{name}/{profile}.yaml repeats a shared setting"
+            # only what the notebook declares is injected: papermill would otherwise warn and add names
+            assert set(load_params(source, profile)) - {"package_source"} <= set(parameter_names(source))
+
+
+def test_a_repeated_shared_setting_is_refused(tmp_path):
+    from ntps.notebooks import load_params
+
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://example.org/x\n")
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "params" / "shared").mkdir(parents=True)
+    (notebooks / "params" / "01_x").mkdir()
+    source = notebooks / "01_x.py"
+    source.write_text('# %% tags=["parameters"]\nmax_length = 8\nother = 1\n')
+    (notebooks / "params" / "shared" / "cpu.yaml").write_text("max_length: 64\nmodel_name: m\n")
+    (notebooks / "params" / "01_x" / "cpu.yaml").write_text("other: 2\n")
+    assert load_params(source, "cpu") == {"max_length": 64, "other": 2, "package_source": "git+https://example.org/x"}
+    (notebooks / "params" / "01_x" / "cpu.yaml").write_text("other: 2\nmax_length: 32\n")
+    with pytest.raises(ValueError, match=r"sets \['max_length'\], which .*shared/cpu.yaml already sets"):
+        load_params(source, "cpu")
