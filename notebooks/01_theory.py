@@ -93,6 +93,54 @@ def check(step, claim, got, expected):
 print(f"ntps {ntps.__version__}, profile {run_label}: d = {d}, C = {n_classes}, N = {n_texts}")
 
 # %% [markdown]
+# (notation)=
+# ## Notation and tolerances, at a glance
+#
+# Every page of the book and every docstring of `ntps` uses these symbols. One layer of a causal
+# LM, $N$ labelled texts, width $d$, $C$ classes; text $i$ has $T_i$ tokens with states
+# $h_{i,t}\in\mathbb{R}^d$ (layer 0 is the embedding output, as in `output_hidden_states`). The
+# moments are **uncentred** and divided by $N$, the number of texts (as in the paper's released
+# code); a text with one token adds to $S_{xx}$, $S_{xy}$ and $N$ but to no pair.
+#
+# | maths | code | shape | meaning |
+# | --- | --- | --- | --- |
+# | $x_i = \frac1{T_i}\sum_t h_{i,t}$ | `features` | $(N, d)$ per layer | perception features: the mean-pooled state |
+# | $y_i$ | `labels` | $(N,)$ class indices | the label, one-hot $y_i\in\{0,1\}^C$ in the formulas |
+# | $s_{i,t} = \sum_{u\le t} h_{i,u}$ | (internal) | $d$ | prefix **sum**, the autoregressive input, $t = 1..T_i-1$ |
+# | $\Sigma = S_{xx} = \frac1N\sum_i x_ix_i^\top$ | `sxx` | $(d, d)$ | perception second moment |
+# | $S_{xy} = \frac1N\sum_i x_iy_i^\top$ | `sxy` | $(d, C)$ | features against labels |
+# | $C_0 = \frac1N\sum_{i,t} s_{i,t}s_{i,t}^\top$ | `c0` | $(d, d)$ | prefix-sum second moment |
+# | $C_1 = \frac1N\sum_{i,t} s_{i,t}h_{i,t+1}^\top$ | `c1` | $(d, d)$ | prefix sum against the next token's state |
+# | $U_k$ | `perception_subspace(sxx, sxy, k)` | $(d, k)$ | top-$k$ generalised eigenvectors of $(S_{xy}S_{xy}^\top, \Sigma)$ |
+# | $V_k$ | `autoregressive_subspace(c0, c1, k)` | $(d, k)$ | top-$k$ generalised eigenvectors of $(C_1C_1^\top, C_0)$ |
+# | $M = \Sigma^{-1/2}S_{xy}$ | `whitened_targets(sxx, sxy).matrix` | $(d, C)$ | whitened targets, on the range of $\Sigma$ |
+# | $s_1\ge\dots\ge s_r>0$, $r$ | `.singular_values`, `.rank` | $r\le C$ | singular values and rank of $M$ |
+# | $Q = [q_1..q_{k_u}]$ | `.left[:, :k_u]` | $(d, k_u)$ | top left singular vectors of $M$: an orthonormal basis of $\mathrm{col}(\Sigma^{1/2}U)$ |
+# | $b_1, b_2, \dots$ | `projector_basis(sxx, V).basis` | $(d, m)$ | ordered orthonormal basis of $\mathrm{col}(\Sigma^{1/2}V)$ |
+# | $\Pi_V$ | | $(d, d)$ | orthogonal projector onto $\mathrm{col}(\Sigma^{1/2}V)$ |
+# | $k$ (also $k_v$) | `k` | integer | dimension of the autoregressive subspace, **an absolute number**; `k_fraction` $= k/d$ |
+# | $k_u$ | `k_u` | integer | dimension kept of the perception subspace (default $r$) |
+# | $\mathrm{NTPS}(V) = \lVert\Pi_VQ\rVert_F^2/k_u$ | `ntps_score`, `ntps_grid`, `score_layers` | $[0,1]$ | theorem-consistent score (section 4) |
+# | $\mathrm{NTPS}_s(V) = \lVert\Pi_VM\rVert_F^2/\lVert M\rVert_F^2$ | `ntps_spectral` | $[0,1]$ | spectrum-weighted score (section 6) |
+# | $\Delta(V) = \lVert(I-\Pi_V)M\rVert_F^2$ | `bounds.excess_loss` | $\ge 0$ | excess loss of $V$ over the best linear probe (section 5) |
+#
+# **Tolerances.** A numerical rank needs a cut. `ntps` keeps an eigenvalue $\lambda$ of $\Sigma$ or
+# $C_0$ when $\lambda > \mathrm{rtol}\cdot\lambda_{\max}$, a singular value of $M$ when
+# $s > \mathrm{rtol}\cdot s_1$, and a column of $\Sigma^{1/2}V$ when what it adds to the previous
+# columns has norm above $\mathrm{rtol}\cdot\lambda_{\max}(\Sigma)^{1/2}$; inputs must be symmetric
+# and positive semi-definite within a relative tolerance. The values in force (from `ntps._linalg`):
+
+# %%
+from ntps import _linalg  # noqa: E402
+
+pd.DataFrame([
+    {"tolerance": "rtol, float64 moments", "value": _linalg.FLOAT64_RTOL, "cuts": "eigenvalues, singular values, basis"},
+    {"tolerance": "rtol, float32 / bf16 moments", "value": _linalg.LOW_PRECISION_RTOL, "cuts": "the same, for low-precision inputs"},
+    {"tolerance": "symmetry", "value": _linalg.SYMMETRY_RTOL, "cuts": "largest |A - A^T| relative to |A|"},
+    {"tolerance": "positive semi-definite", "value": _linalg.PSD_RTOL, "cuts": "most negative eigenvalue relative to the largest"},
+]).set_index("tolerance")
+
+# %% [markdown]
 # ## 1. The linear setting and the perception loss
 #
 # Take one layer of a causal language model and $N$ labelled texts. Text $i$ has token states

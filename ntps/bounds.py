@@ -1,4 +1,4 @@
-"""Excess loss of an encoder and the NTPS bounds on it (DESIGN.md section 2).
+"""Excess loss of an encoder and the NTPS bounds on it (theory chapter, section 5).
 
 For an encoder E (d, k), the best linear head on ``E^T x`` (no intercept; uncentred moments)
 has mean squared error, summed over the C outputs and averaged over texts,

@@ -1,6 +1,6 @@
 """The per-layer second moments NTPS needs, as one additive, savable object.
 
-For every layer l (index 0 = embedding output) and N texts (DESIGN §2):
+For every layer l (index 0 = embedding output) and N texts (the theory chapter's table of symbols):
 
     sxx = (1/N) sum_i x_i x_i^T            [d, d]   x_i = mean of the text's token states
     sxy = (1/N) sum_i x_i y_i^T            [d, C]   y_i = one-hot label

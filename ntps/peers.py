@@ -25,7 +25,6 @@ import numpy as np
 __all__ = [
     "LogMEResult",
     "logme",
-    "logme_class_evidence",
     "log_evidence",
     "h_score",
     "regularized_h_score",
@@ -203,35 +202,6 @@ def _class_evidence(spec: _Spectrum, t: np.ndarray, *, tol, max_iter):
     return value, alpha, beta, converged
 
 
-def logme_class_evidence(features, target, *, tol: float = 1e-10, max_iter: int = 10_000):
-    """Maximised log evidence of Bayesian linear regression of one target column.
-
-    Parameters
-    ----------
-    features : (N, D) array
-        The features F.
-    target : (N,) array
-        The real target t (a one-hot column for LogME).
-
-    Returns
-    -------
-    tuple
-        ``(evidence, alpha, beta, fixed_point)``: the log evidence :func:`log_evidence` (not
-        divided by N) at its maximum over (alpha, beta). The maximum is found by LogME's fixed point
-        (MacKay's updates, run to convergence); when those run off to a boundary (this happens for
-        N <= D when the features fit the target exactly, so the supremum is approached as
-        beta -> infinity), by a direct 1-D search over alpha/beta of the scale-profiled evidence
-        (``fixed_point`` is then False).
-    """
-    f = _check_features(features)
-    t = np.array(target, dtype=np.float64, copy=True).reshape(-1)
-    if t.size != f.shape[0]:
-        raise ValueError(f"{f.shape[0]} feature rows but a target of length {t.size}")
-    if not np.all(np.isfinite(t)):
-        raise ValueError("target holds NaN or infinite values")
-    return _class_evidence(_spectrum(f), t, tol=tol, max_iter=max_iter)
-
-
 def logme(features, labels, *, num_classes: int | None = None, tol: float = 1e-10, max_iter: int = 10_000,
           return_details: bool = False):
     """LogME (You et al., 2021): average over classes of the maximised log evidence, divided by N.
@@ -245,7 +215,7 @@ def logme(features, labels, *, num_classes: int | None = None, tol: float = 1e-1
     The maximum is found as in the paper, by the fixed-point iteration on the SVD of F (run to
     convergence, ``tol``, rather than at most 11 steps, and without the reference code's 1e-5 added
     to denominators), with a direct search as a fallback when the iteration runs off to a boundary
-    (see :func:`logme_class_evidence`).
+    (``fixed_point`` in the details says which was used).
 
     Parameters
     ----------

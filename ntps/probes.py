@@ -8,7 +8,7 @@ Two probes, both trained on the train split of a task and evaluated both on that
 * :func:`mse_probe`: least squares with an intercept on one-hot targets (optionally with a small
   fixed ridge), reported as the mean squared error **summed over the C classes** and averaged over
   texts, ``(1/N) sum_i ||y_i - yhat_i||^2`` (scikit-learn's ``mean_squared_error`` averages over the
-  classes too: it is this value divided by C). This is the loss of the NTPS theorem (DESIGN §2).
+  classes too: it is this value divided by C). This is the loss of the NTPS theorem (theory chapter, section 5).
 
 Features are standardised with the mean and standard deviation of the **train** split (columns
 with zero variance are only centred); the test split is transformed with the same statistics.

@@ -1,6 +1,6 @@
 """The Next Token Perception Score (NTPS) from the four moments of one layer.
 
-Notation (DESIGN.md section 2; one layer, d features, C classes):
+Notation (the theory chapter's table of symbols; one layer, d features, C classes):
 
 * ``sxx`` (d, d)  = (1/N) sum_i x_i x_i^T, perception second moment, written Sigma;
 * ``sxy`` (d, C)  = (1/N) sum_i x_i y_i^T, features against one-hot labels;

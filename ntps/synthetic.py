@@ -1,9 +1,9 @@
 """Synthetic moments with known answers, for tests, benchmarks and the bound-check notebook.
 
 * :func:`random_spd` - a random symmetric positive (semi-)definite matrix with a chosen spectrum;
-* :func:`random_layer_moments` - sxx, sxy, c0, c1 of one layer, computed exactly as DESIGN.md
-  section 2 defines them (mean-pooled features, one-hot labels, prefix sums against the next
-  token) from random token states, so every identity of the theory holds in-sample;
+* :func:`random_layer_moments` - sxx, sxy, c0, c1 of one layer, computed exactly as the theory
+  chapter's table of symbols defines them (mean-pooled features, one-hot labels, prefix sums
+  against the next token) from random token states, so every identity of the theory holds in-sample;
 * :func:`random_moments` - fast random SPD moments of any size (benchmarks at d = 4096);
 * :func:`make_linear_gaussian` - the linear-Gaussian model y = B^T x + noise, with its
   population moments and the empirical moments of a sample.
@@ -56,8 +56,9 @@ def random_layer_moments(
 ) -> LayerMoments:
     """Moments of one layer from random token states h_{i,t} (AR(1) in t, class-shifted means).
 
-    Follows DESIGN.md section 2 to the letter: x_i = mean_t h_{i,t}; s_{i,t} = sum_{u <= t} h_{i,u}
-    paired with h_{i,t+1}; all four moments divided by N = n_texts. Every class appears.
+    Follows the theory chapter's table of symbols to the letter: x_i = mean_t h_{i,t};
+    s_{i,t} = sum_{u <= t} h_{i,u} paired with h_{i,t+1}; all four moments divided by
+    N = n_texts. Every class appears.
     """
     rng = _rng(seed)
     labels = np.arange(n_texts) % n_classes

@@ -23,7 +23,7 @@ LABELS = np.array([0, 1, 2, 0, 1, 2, 0])
 
 
 def reference_moments(model, tokenizer, texts, labels, num_classes, max_length=None, layers=None):
-    """DESIGN §2 written out per text and per token, in float64, each text run alone (no padding)."""
+    """The definitions (theory chapter, table of symbols) written out per text and per token, in float64, each text run alone (no padding)."""
     num_states = model.config.num_hidden_layers + 1
     layers = list(range(num_states)) if layers is None else layers
     d = model.config.hidden_size
