@@ -12,8 +12,9 @@ TORCH := torch==2.13.0
 OFFLINE_MODEL := .cache/ntps/models/smollm2-135m/ntps_source.json
 OFFLINE_DATA := .cache/ntps/data/.suite-ready
 
-# Everything fetched or computed stays in the git-ignored .cache/ of the checkout, and nothing on
-# the book's path may reach a model or dataset hub.
+# Everything fetched or computed stays in the git-ignored .cache/ of the checkout (the same folder
+# ntps.cache.cache_root picks for a checkout when NTPS_CACHE is unset, so commands typed by hand
+# agree with make), and nothing on the book's path may reach a model or dataset hub.
 export NTPS_CACHE := $(CURDIR)/.cache/ntps
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1

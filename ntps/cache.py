@@ -1,8 +1,10 @@
 """Where the companion keeps what it fetches and computes, and how it writes it safely.
 
-Everything cached (the offline model, datasets, moments) lives under one folder:
-``$NTPS_CACHE`` when set (the Makefile points it at ``.cache/ntps`` in the checkout),
-else ``~/.cache/ntps``. Writes are atomic: a file or folder is built under a temporary
+Everything cached (the offline model, datasets, moments) lives under one folder, chosen by one
+rule (:func:`cache_root`): ``$NTPS_CACHE`` when set; else, when the package is used from a checkout
+of the book (an editable install, as ``make setup`` makes), ``.cache/ntps`` in that checkout, the
+folder ``make`` uses; else (a wheel install, as on Colab) ``~/.cache/ntps``. So ``make book`` and
+``.venv/bin/ntps`` typed by hand in a checkout share one cache. Writes are atomic: a file or folder is built under a temporary
 name next to its destination and renamed into place, so an interrupted run never
 leaves a half-written cache entry that a later run would trust.
 """
@@ -17,16 +19,27 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["cache_dir", "atomic_file", "atomic_dir", "sha256_of"]
+__all__ = ["cache_root", "cache_dir", "atomic_file", "atomic_dir", "sha256_of"]
+
+
+def _checkout() -> Path | None:
+    """The checkout of the book this package is imported from, if any (editable install)."""
+    folder = Path(__file__).resolve().parent.parent
+    return folder if (folder / "_config.yml").is_file() and (folder / "notebooks").is_dir() else None
+
+
+def cache_root() -> Path:
+    """``$NTPS_CACHE``; else ``<checkout>/.cache/ntps`` when imported from a checkout of the book;
+    else ``~/.cache/ntps``."""
+    if os.environ.get("NTPS_CACHE"):
+        return Path(os.environ["NTPS_CACHE"]).expanduser()
+    checkout = _checkout()
+    return checkout / ".cache" / "ntps" if checkout is not None else Path.home() / ".cache" / "ntps"
 
 
 def cache_dir(*parts: str) -> Path:
-    """Return (and create) ``<cache root>/<parts...>``.
-
-    The root is ``$NTPS_CACHE`` if set, else ``~/.cache/ntps``.
-    """
-    root = os.environ.get("NTPS_CACHE") or Path.home() / ".cache" / "ntps"
-    path = Path(root).expanduser().joinpath(*parts)
+    """Return (and create) ``<cache root>/<parts...>`` (:func:`cache_root`)."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
