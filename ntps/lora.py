@@ -18,8 +18,8 @@ over a linear probe on the frozen model. This module runs that fine-tuning:
   tensors, random-generator states) plus JSON (step, losses, settings): never pickled, and a
   resumed run equals an uninterrupted one. A finished run's checkpoint is also its cache: a rerun
   with the same inputs returns at once;
-* :func:`evaluate` (held-out accuracy) and :func:`merge`, which folds the adapters into the
-  weights (``merge_and_unload``) and returns a plain ``transformers`` model whose moments
+* :func:`lora_accuracy` (held-out accuracy) and :func:`merge_adapter`, which folds the adapters
+  into the weights (``merge_and_unload``) and returns a plain ``transformers`` model whose moments
   ``ntps.extract.moments`` computes again (NTPS after LoRA).
 
 The model passed to :func:`train_lora` is never modified: training works on a copy.
@@ -56,8 +56,8 @@ __all__ = [
     "batch_order",
     "train_lora",
     "predict",
-    "evaluate",
-    "merge",
+    "lora_accuracy",
+    "merge_adapter",
     "gain_interval",
     "LoraTaskRun",
     "fine_tune_task",
@@ -645,8 +645,8 @@ def predict(result: LoraResult, texts: Sequence[str], *, batch_size: int = 16, m
     return logits
 
 
-def evaluate(result: LoraResult, texts: Sequence[str], labels, *, batch_size: int = 16,
-             max_length: int | None = "train", progress: bool = False) -> float:
+def lora_accuracy(result: LoraResult, texts: Sequence[str], labels, *, batch_size: int = 16,
+                  max_length: int | None = "train", progress: bool = False) -> float:
     """Accuracy of the fine-tuned classifier on held-out ``texts`` and ``labels``.
 
     The test labels must be the label set seen in training (:func:`check_label_sets`)."""
@@ -656,7 +656,7 @@ def evaluate(result: LoraResult, texts: Sequence[str], labels, *, batch_size: in
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
-def merge(result: LoraResult, *, inplace: bool = False):
+def merge_adapter(result: LoraResult, *, inplace: bool = False):
     """The adapted language model with the adapters folded into its weights (``merge_and_unload``):
     a plain ``transformers`` causal LM in eval mode, for ``ntps.extract.moments`` (NTPS after LoRA).
 
@@ -809,7 +809,7 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     result = train_lora(lm, tokenizer, train.texts, train.labels, num_classes=train.num_classes, max_length=max_length,
                         checkpoint=folder / "checkpoint", progress=progress, **train_kwargs)
     began = time.perf_counter()
-    accuracy = evaluate(result, test.texts, test.labels, batch_size=batch_size_eval, progress=progress)
+    accuracy = lora_accuracy(result, test.texts, test.labels, batch_size=batch_size_eval, progress=progress)
     evaluate_seconds = time.perf_counter() - began
     info = {**settings, "key": key, "test_accuracy": accuracy, "losses": result.losses.tolist(),
             "train_seconds": result.seconds, "evaluate_seconds": evaluate_seconds, "n_train": len(train),
@@ -818,7 +818,7 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
             "device": str(next(lm.parameters()).device)}
     after, after_seconds = None, 0.0
     if layers != []:
-        merged = merge(result, inplace=True)  # the adapted copy is not needed any more
+        merged = merge_adapter(result, inplace=True)  # the adapted copy is not needed any more
         del result
         began = time.perf_counter()
         after = extract_moments(merged, tokenizer, train.texts, train.labels, num_classes=train.num_classes,

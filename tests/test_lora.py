@@ -3,7 +3,9 @@ exactly, and the merged model is the adapted one."""
 
 import json
 import math
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +56,19 @@ def trained(llama):
     return result, before
 
 
+def test_no_old_name_is_left():
+    """The old names are gone: evaluate (which shadowed the module ntps.evaluate) and merge (as
+    Moments.merge and `ntps merge`)."""
+    assert not hasattr(lora, "evaluate") and not hasattr(lora, "merge")
+    assert all(hasattr(lora, name) for name in lora.__all__)
+    root = Path(__file__).parents[1]
+    old = re.compile(r"\blora\.(evaluate|merge)\b|from ntps\.lora import[^\n]*\b(evaluate|merge)\b")
+    stale = [f"{path.relative_to(root)}:{n}" for folder in ("ntps", "benchmarks", "tests")
+             for path in sorted((root / folder).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if old.search(line)]
+    assert stale == []
+
+
 # -- module detection -------------------------------------------------------------------------
 def test_attention_modules_found_per_architecture(llama):
     assert lora.find_attention_modules(llama[0]) == ["q_proj", "k_proj", "v_proj"]
@@ -84,9 +99,9 @@ def test_training_lowers_the_loss_on_a_learnable_task(trained):
     assert losses.shape == (40,) and np.all(np.isfinite(losses))
     assert losses[-8:].mean() < 0.3 * losses[:8].mean()
     assert losses[:4].mean() == pytest.approx(math.log(2), abs=0.25)  # a fresh head is near chance
-    assert lora.evaluate(result, TEXTS, LABELS) >= 0.9
+    assert lora.lora_accuracy(result, TEXTS, LABELS) >= 0.9
     held_texts, held_labels = word_task(32, seed=1)
-    assert lora.evaluate(result, held_texts, held_labels) >= 0.7
+    assert lora.lora_accuracy(result, held_texts, held_labels) >= 0.7
     assert result.trainable_parameters > 0 and result.seconds > 0 and result.resumed_from == 0
 
 
@@ -176,7 +191,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, optimizer, arch):
     again = lora.train_lora(model, tokenizer, TEXTS, LABELS, checkpoint=folder, **settings)
     assert again.resumed_from == 7 and again.seconds == pytest.approx(resumed.seconds)
     assert all(torch.equal(v, _weights(again)[k]) for k, v in got.items())
-    assert lora.evaluate(again, TEXTS, LABELS) == lora.evaluate(whole, TEXTS, LABELS)
+    assert lora.lora_accuracy(again, TEXTS, LABELS) == lora.lora_accuracy(whole, TEXTS, LABELS)
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, llama):
@@ -192,7 +207,7 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, llama):
 # -- merging ------------------------------------------------------------------------------------
 def test_merged_and_unmerged_models_give_the_same_outputs(trained, llama):
     result, before = trained
-    merged = lora.merge(result)
+    merged = lora.merge_adapter(result)
     assert type(merged).__name__ == "LlamaForCausalLM"
     assert not any("lora_" in n for n, _ in merged.named_parameters())
     tokenizer = llama[1]
@@ -206,7 +221,7 @@ def test_merged_and_unmerged_models_give_the_same_outputs(trained, llama):
     # the adapters did change the model, and the result stays usable after merging
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(merged.state_dict()[q], before[q])
-    assert lora.evaluate(result, TEXTS, LABELS) >= 0.9
+    assert lora.lora_accuracy(result, TEXTS, LABELS) >= 0.9
 
 
 def test_merged_model_feeds_the_extraction_with_the_heads_features(trained):
@@ -215,7 +230,7 @@ def test_merged_model_feeds_the_extraction_with_the_heads_features(trained):
     from ntps.extract import moments
 
     result, _ = trained
-    merged = lora.merge(result)
+    merged = lora.merge_adapter(result)
     stats, features = moments(merged, result.tokenizer, TEXTS, LABELS, progress=False, return_features=True)
     assert stats.num_layers == merged.config.num_hidden_layers + 1
     with torch.no_grad():
@@ -276,9 +291,9 @@ def test_bad_input_is_rejected_with_a_clear_message(trained, llama):
     with pytest.raises(ValueError, match="optimizer must be one of"):
         lora.train_lora(model, tokenizer, TEXTS, LABELS, steps=1, optimizer="sgd", progress=False)
     with pytest.raises(ValueError, match=r"labels \[2\] occur in the test split but not in training"):
-        lora.evaluate(result, TEXTS[:3], [0, 1, 2])
+        lora.lora_accuracy(result, TEXTS[:3], [0, 1, 2])
     with pytest.raises(ValueError, match=r"labels \[1\] occur in training but not in the test split"):
-        lora.evaluate(result, TEXTS[:2], [0, 0])
+        lora.lora_accuracy(result, TEXTS[:2], [0, 0])
     with pytest.raises(ValueError, match="label sets differ"):
         lora.check_label_sets([0, 1, 2], [0, 1, 3])
     assert lora.check_label_sets([1, 0, 1], [0, 1]) == [0, 1]
