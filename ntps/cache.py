@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["cache_root", "cache_dir", "atomic_file", "atomic_dir", "sha256_of"]
+__all__ = ["cache_root", "cache_dir", "atomic_file", "atomic_dir", "sha256_of", "digest"]
 
 
 def _checkout() -> Path | None:
@@ -100,3 +101,40 @@ def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def digest(*parts) -> str:
+    """Hex SHA-256 of ``parts``, each encoded as below and fed in order: the one way the companion
+    turns settings and data into a cache key.
+
+    * ``str``: its UTF-8 bytes followed by a NUL byte, so ``digest(*texts)`` tells ``["ab", "c"]``
+      from ``["a", "bc"]`` (lone surrogates are kept, ``surrogatepass``);
+    * ``bytes``, ``bytearray``, ``memoryview``: as they are;
+    * ``numpy.ndarray``: its elements' bytes in C order; fix the dtype first (labels as ``int64``):
+      the shape and dtype are not part of the digest;
+    * anything else (dict, list, tuple, number, bool, None): JSON with sorted keys, so the order of
+      a dict's keys does not matter; a value JSON cannot encode (a path) is written as its ``str``.
+      Give arrays as parts of their own: inside a dict they would be ``str``'d, which elides.
+
+    Examples
+    --------
+    >>> import hashlib
+    >>> digest({"b": 1, "a": 2}) == digest({"a": 2, "b": 1}) == hashlib.sha256(b'{"a": 2, "b": 1}').hexdigest()
+    True
+    >>> digest("ab", "c") == digest("a", "bc")
+    False
+    """
+    import numpy as np
+
+    hasher = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, str):
+            hasher.update(part.encode("utf-8", "surrogatepass"))
+            hasher.update(b"\0")
+        elif isinstance(part, (bytes, bytearray, memoryview)):
+            hasher.update(part)
+        elif isinstance(part, np.ndarray):
+            hasher.update(np.ascontiguousarray(part).tobytes())
+        else:
+            hasher.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return hasher.hexdigest()

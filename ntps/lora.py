@@ -18,8 +18,10 @@ over a linear probe on the frozen model. This module runs that fine-tuning:
   tensors, random-generator states) plus JSON (step, losses, settings): never pickled, and a
   resumed run equals an uninterrupted one. A finished run's checkpoint is also its cache: a rerun
   with the same inputs returns at once;
-* :func:`evaluate` (held-out accuracy) and :func:`merge`, which folds the adapters into the
-  weights (``merge_and_unload``) and returns a plain ``transformers`` model whose moments
+* :class:`LoraSettings` holds every hyper-parameter of a run, checked once; it goes from the
+  parameter file into :func:`train_lora`, the cache key of :func:`fine_tune_task` and the results;
+* :func:`lora_accuracy` (held-out accuracy) and :func:`merge_adapter`, which folds the adapters
+  into the weights (``merge_and_unload``) and returns a plain ``transformers`` model whose moments
   ``ntps.extract_moments`` computes again (NTPS after LoRA).
 
 The model passed to :func:`train_lora` is never modified: training works on a copy.
@@ -28,26 +30,28 @@ The model passed to :func:`train_lora` is never modified: training works on a co
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
+import numbers
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from . import __version__
-from .cache import atomic_dir
+from .cache import atomic_dir, digest
 
 __all__ = [
     "ATTENTION_TARGETS",
     "OPTIMIZERS",
     "SCHEDULES",
     "AttentionModulesNotFoundError",
+    "LoraSettings",
     "LoraResult",
     "linear_module_names",
     "find_attention_modules",
@@ -56,8 +60,8 @@ __all__ = [
     "batch_order",
     "train_lora",
     "predict",
-    "evaluate",
-    "merge",
+    "lora_accuracy",
+    "merge_adapter",
     "gain_interval",
     "LoraTaskRun",
     "fine_tune_task",
@@ -196,6 +200,238 @@ def _positive_int(value, name: str, what: str = "") -> int:
     return int(value)
 
 
+def _nonnegative_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be at least 0, got {value}")
+    return int(value)
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _nonnegative_real(value, name: str) -> float:
+    value = _real(value, name)
+    if not 0.0 <= value < math.inf:
+        raise ValueError(f"{name} must be at least 0 and finite, got {value}")
+    return value
+
+
+def _positive_real(value, name: str, what: str = "") -> float:
+    value = _real(value, name)
+    if not 0.0 < value < math.inf:
+        raise ValueError(f"{name} must be positive and finite{what}, got {value}")
+    return value
+
+
+def _fraction(value, name: str) -> float:
+    value = _real(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return value
+
+
+def _alpha(value) -> int | float:
+    alpha = _positive_real(value, "alpha")
+    # A whole alpha as an integer: the type peft gives lora_alpha, and one JSON (one cache key) for 16 and 16.0.
+    return int(alpha) if alpha.is_integer() else alpha
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _choice(value, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def _module_names(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence):
+        raise TypeError(f"target_modules must be a list of module names or None, got {value!r}")
+    names = tuple(value)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"target_modules must be module names (strings), got {list(names)}")
+    if not names or not all(names):
+        raise ValueError("target_modules must name at least one linear layer, or be None (found per architecture)")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# the settings of a run
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoraSettings:
+    """Every hyper-parameter of a LoRA run, checked once: what :func:`train_lora` and
+    :func:`fine_tune_task` run, key their caches on and save with their results.
+
+    Frozen and hashable; each field is checked and brought to one type when the object is made
+    (``ValueError`` or ``TypeError`` naming the field and what it allows), so two settings that
+    compare equal give the same cache key.
+
+    Parameters
+    ----------
+    steps : int
+        Optimiser updates, at least 1 (the budget; no default).
+    batch_size : int
+        Texts per update, at least 1, drawn in seeded epochs (:func:`batch_order`).
+    lr : float
+        Base learning rate, positive; the head's is ``head_lr_scale * lr``.
+    rank, alpha, dropout
+        The adapters: ``peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout)``; rank at
+        least 1, alpha positive (kept as an integer when whole, as ``peft`` types it), dropout in
+        [0, 1).
+    target_modules : tuple of str or None
+        Names of the linear layers to adapt; None: the attention projections
+        :func:`find_attention_modules` finds for the architecture. A single name is a 1-tuple.
+    optimizer : {"adamw", "adafactor"}
+        ``torch.optim.AdamW``, or ``transformers``' Adafactor with ``scale_parameter=False,
+        relative_step=False, warmup_init=False`` (the paper's).
+    weight_decay : float
+        At least 0.
+    schedule : {"cosine", "linear", "constant"}
+        The learning-rate curve after warm-up (:func:`lr_factor`).
+    warmup_ratio : float
+        In [0, 1): ``ceil(warmup_ratio * steps)`` warm-up updates.
+    max_grad_norm : float or None
+        Clip the gradient's global norm to this (positive); None: no clipping.
+    head_lr_scale : float
+        The head's learning rate over the adapters', positive.
+    max_length : int or None
+        Truncate texts to this many tokens, special tokens included (at least 1); None: no
+        truncation.
+    group_by_length : bool
+        Batches of texts of similar length (less padding, the same texts per window).
+    seed : int
+        At least 0. Decides the adapter and head initialisation, the batch order and dropout.
+    checkpoint_every : int
+        Updates between checkpoints, at least 1. It does not change the result, so it is no part
+        of :meth:`result_dict` nor of any cache key.
+
+    Examples
+    --------
+    >>> from ntps.lora import LoraSettings
+    >>> settings = LoraSettings(steps=48, lr=3e-3, group_by_length=True)
+    >>> settings.rank, settings.alpha, settings.optimizer, settings.target_modules
+    (8, 16, 'adamw', None)
+    >>> settings.replace(optimizer="adafactor", target_modules=["q_proj", "v_proj"]).target_modules
+    ('q_proj', 'v_proj')
+    >>> LoraSettings.from_dict(settings.to_dict()) == settings
+    True
+    >>> "checkpoint_every" in settings.to_dict(), "checkpoint_every" in settings.result_dict()
+    (True, False)
+    >>> LoraSettings(steps=48, dropout=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: dropout must lie in [0, 1), got 1.5
+    >>> LoraSettings.from_dict({"steps": 48, "learning_rate": 3e-3})
+    Traceback (most recent call last):
+    ...
+    TypeError: unknown LoRA setting(s) ['learning_rate']; the settings are steps, batch_size, lr, ...
+    """
+
+    steps: int
+    batch_size: int = 8
+    lr: float = 1e-4
+    rank: int = 8
+    alpha: float = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_ratio: float = 0.05
+    max_grad_norm: float | None = 1.0
+    head_lr_scale: float = 1.0
+    max_length: int | None = None
+    group_by_length: bool = False
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        checked = {
+            "steps": _positive_int(self.steps, "steps",
+                                   ": a budget of zero steps trains nothing (use a linear probe for that)"),
+            "batch_size": _positive_int(self.batch_size, "batch_size"),
+            "lr": _positive_real(self.lr, "lr"),
+            "rank": _positive_int(self.rank, "rank"),
+            "alpha": _alpha(self.alpha),
+            "dropout": _fraction(self.dropout, "dropout"),
+            "target_modules": _module_names(self.target_modules),
+            "optimizer": _choice(self.optimizer, "optimizer", OPTIMIZERS),
+            "weight_decay": _nonnegative_real(self.weight_decay, "weight_decay"),
+            "schedule": _choice(self.schedule, "schedule", SCHEDULES),
+            "warmup_ratio": _fraction(self.warmup_ratio, "warmup_ratio"),
+            "max_grad_norm": None if self.max_grad_norm is None else _positive_real(
+                self.max_grad_norm, "max_grad_norm", " (or None: no clipping)"),
+            "head_lr_scale": _positive_real(self.head_lr_scale, "head_lr_scale"),
+            "max_length": None if self.max_length is None else _positive_int(
+                self.max_length, "max_length", " (or None: no truncation)"),
+            "group_by_length": _flag(self.group_by_length, "group_by_length"),
+            "seed": _nonnegative_int(self.seed, "seed"),
+            "checkpoint_every": _positive_int(self.checkpoint_every, "checkpoint_every"),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def _check_names(cls, names) -> None:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise TypeError(f"unknown LoRA setting(s) {unknown}; the settings are {', '.join(known)}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "LoraSettings":
+        """The settings of a mapping such as :meth:`to_dict` gives (a saved run, a parameter file);
+        an unknown name is a ``TypeError`` that lists the known ones."""
+        cls._check_names(values)
+        return cls(**values)
+
+    def replace(self, **changes) -> "LoraSettings":
+        """A copy with ``changes`` applied, checked again."""
+        self._check_names(changes)
+        return dataclass_replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Every field, JSON-safe (``target_modules`` as a list): what is saved with results."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if values["target_modules"] is not None:
+            values["target_modules"] = list(values["target_modules"])
+        return values
+
+    def result_dict(self) -> dict:
+        """:meth:`to_dict` without the fields that cannot change the result (``checkpoint_every``)."""
+        values = self.to_dict()
+        del values["checkpoint_every"]
+        return values
+
+
+def _settings_from(settings, overrides: dict, caller: str) -> LoraSettings:
+    """The settings of a call: ``settings`` (a :class:`LoraSettings`, a mapping, or None: the
+    defaults) with keyword ``overrides`` applied."""
+    if settings is None:
+        if "steps" not in overrides:
+            raise TypeError(f"{caller} needs steps=... (the training budget), or settings=LoraSettings(steps=...)")
+        return LoraSettings.from_dict(overrides)
+    if isinstance(settings, Mapping):
+        settings = LoraSettings.from_dict(settings)
+    elif not isinstance(settings, LoraSettings):
+        raise TypeError(f"settings must be a LoraSettings (or a mapping of its fields), got {type(settings).__name__}")
+    return settings.replace(**overrides) if overrides else settings
+
+
 # --------------------------------------------------------------------------------------------
 # schedule and batch order: pure functions of the step, so a resumed run needs only the step
 # --------------------------------------------------------------------------------------------
@@ -280,7 +516,9 @@ class LoraResult:
     model: the ``peft`` model (adapters not merged; eval mode). head: ``Linear(d, C)`` on the
     mean-pooled last hidden state. tokenizer: the model's tokenizer. losses: (steps,) training
     loss of every update. seconds: training time, summed over resumed sessions (as measured when it
-    ran; a cached run reports the original time). config: every setting of the run.
+    ran; a cached run reports the original time). config: every setting of the run as the
+    checkpoint records it (with the model, dtype, resolved modules, sizes and versions); settings:
+    the :class:`LoraSettings` it ran.
     target_modules: the adapted module names. classes: the labels seen in training.
     resumed_from: the step this call started from (0: from scratch; ``steps``: read from a
     finished checkpoint). trainable_parameters: adapter plus head parameters.
@@ -299,6 +537,7 @@ class LoraResult:
     trainable_parameters: int = 0
     checkpoint: str | None = None
     extra: dict = field(default_factory=dict)
+    settings: LoraSettings | None = None
 
     @property
     def steps(self) -> int:
@@ -325,14 +564,10 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float):
 # --------------------------------------------------------------------------------------------
 # checkpoints: safetensors (tensors) + JSON (everything else)
 # --------------------------------------------------------------------------------------------
-def _fingerprint(texts, labels, settings) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+def _data_fingerprint(texts, labels, record: dict) -> str:
+    """Of the texts, the labels (as int64) and a settings record: a checkpoint's fingerprint, and
+    (with an empty record) a split's in the run key."""
+    return digest(*texts, np.asarray(labels, dtype=np.int64), record)
 
 
 def _cpu(tensor: torch.Tensor) -> torch.Tensor:
@@ -415,17 +650,15 @@ def _read_checkpoint(folder: Path | None, fingerprint: str):
 
 
 # --------------------------------------------------------------------------------------------
-# training
+# training: plan (inputs, tokens, batches, the run's record), initialise (adapters, head,
+# optimiser under the seed), resume (a checkpoint), the loop, and the result
 # --------------------------------------------------------------------------------------------
-def train_lora(model, tokenizer, texts: Sequence[str], labels, *, steps: int, num_classes: int | None = None,
-               batch_size: int = 8, lr: float = 1e-4, rank: int = 8, alpha: float = 16, dropout: float = 0.05,
-               target_modules: Sequence[str] | None = None, optimizer: str = "adamw", weight_decay: float = 0.0,
-               schedule: str = "cosine", warmup_ratio: float = 0.05, max_grad_norm: float | None = 1.0,
-               head_lr_scale: float = 1.0, max_length: int | None = None, group_by_length: bool = False,
-               seed: int = 0, head_init=None,
-               checkpoint: str | Path | None = None, checkpoint_every: int = 50, progress: bool = True,
-               callback: Callable[[int, float], None] | None = None) -> LoraResult:
-    """Fine-tune LoRA adapters and a linear head for ``steps`` updates; return a :class:`LoraResult`.
+def train_lora(model, tokenizer, texts: Sequence[str], labels, settings: LoraSettings | None = None, *,
+               num_classes: int | None = None, head_init=None, checkpoint: str | Path | None = None,
+               progress: bool = True, callback: Callable[[int, float], None] | None = None,
+               **overrides) -> LoraResult:
+    """Fine-tune LoRA adapters and a linear head for ``settings.steps`` updates; return a
+    :class:`LoraResult`.
 
     Parameters
     ----------
@@ -435,176 +668,228 @@ def train_lora(model, tokenizer, texts: Sequence[str], labels, *, steps: int, nu
     texts, labels
         N training texts and integer labels in ``0..num_classes-1`` (``num_classes`` defaults to
         the largest label + 1).
-    steps : int
-        Optimiser updates (the budget).
-    batch_size : int
-        Texts per update, drawn in seeded epochs (:func:`batch_order`).
-    group_by_length : bool
-        Batches of texts of similar length (less padding).
-    lr, optimizer, weight_decay
-        The base learning rate (the head's is ``head_lr_scale * lr``); ``"adamw"``
-        (``torch.optim.AdamW``) or ``"adafactor"`` (``transformers`` Adafactor with
-        ``scale_parameter=False, relative_step=False, warmup_init=False``, the paper's optimiser).
-    schedule, warmup_ratio
-        :func:`lr_factor`, with ``ceil(warmup_ratio * steps)`` warm-up updates.
-    max_grad_norm : float or None
-        Clip the gradient's global norm (None: no clipping).
-    rank, alpha, dropout, target_modules
-        The LoRA adapters (``peft.LoraConfig(r, lora_alpha, lora_dropout)``) on the modules
-        :func:`find_attention_modules` returns.
-    max_length : int or None
-        Truncate texts to this many tokens (special tokens included).
-    seed : int
-        Decides the adapter and head initialisation, the batch order and dropout. The caller's
-        torch random state is left as it was.
+    settings : LoraSettings, optional
+        The hyper-parameters (steps, batch size, learning rate, adapters, optimiser, schedule,
+        seed, checkpoint cadence, ...). None: the defaults of :class:`LoraSettings` with the
+        ``overrides``, which must then include ``steps``.
+    num_classes : int, optional
+        Outputs of the head.
     head_init
         None (``nn.Linear``'s own seeded initialisation) or ``(weight (C, d), bias (C,))`` to
         start the head from, e.g. a linear probe's.
     checkpoint : path or None
         A folder; the adapters, head, optimiser state, step, losses and random states are saved
-        there every ``checkpoint_every`` updates and at the end. A rerun with the same inputs
-        resumes from it, and returns at once when the run had finished.
+        there every ``settings.checkpoint_every`` updates and at the end. A rerun with the same
+        inputs resumes from it, and returns at once when the run had finished.
     progress : bool
         Show a progress bar.
     callback
         ``callback(step, loss)`` after every update (after its checkpoint), e.g. to stop a run.
+    **overrides
+        Fields of :class:`LoraSettings` that replace those of ``settings``:
+        ``train_lora(..., steps=48, lr=3e-3)`` is ``train_lora(..., LoraSettings(steps=48, lr=3e-3))``.
+
+    Notes
+    -----
+    The seed decides the initialisation, the batch order and dropout; the caller's torch random
+    state is left as it was, and on the CPU a run is bitwise reproducible.
+
+    Examples
+    --------
+    Two updates on a tiny random model (seconds); a second call with keyword settings is the same run.
+
+    >>> from ntps.lora import LoraSettings, predict, train_lora
+    >>> from ntps.tiny import tiny_model
+    >>> model, tokenizer = tiny_model("llama")
+    >>> texts = ["a dull film", "an amazing film", "dull and slow", "simply amazing"]
+    >>> labels = [0, 1, 0, 1]
+    >>> result = train_lora(model, tokenizer, texts, labels, LoraSettings(steps=2, batch_size=2), progress=False)
+    >>> result.losses.shape, result.resumed_from, result.target_modules
+    ((2,), 0, ['q_proj', 'k_proj', 'v_proj'])
+    >>> predict(result, ["amazing"]).shape  # logits of the two classes
+    (1, 2)
+    >>> again = train_lora(model, tokenizer, texts, labels, steps=2, batch_size=2, progress=False)
+    >>> again.settings == result.settings and bool((again.losses == result.losses).all())
+    True
     """
+    settings = _settings_from(settings, overrides, "train_lora")
+    plan = _plan(model, tokenizer, texts, labels, settings, num_classes, head_init)
+    folder = Path(checkpoint) if checkpoint is not None else None
+    saved = _read_checkpoint(folder, plan.fingerprint)
+    fork_devices = [plan.device.index or 0] if plan.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(settings.seed)
+        run = _initialise(model, plan, settings, head_init)
+        if saved is not None:
+            _resume(run, *saved, plan.device)
+        resumed_from = run.step
+        _train_steps(run, plan, settings, folder, progress, callback)
+    return _finish(run, plan, settings, tokenizer, resumed_from, folder)
+
+
+@dataclass
+class _Plan:
+    """What a run needs before any weight exists."""
+
+    texts: list[str]
+    labels: np.ndarray
+    classes: list[int]
+    num_classes: int
+    targets: list[str]  # the module names to adapt
+    input_ids: list[list[int]]
+    order: np.ndarray  # (steps, batch_size) text indices of every update
+    warmup: int
+    pad_id: int
+    device: torch.device
+    record: dict  # every setting of the run, as checkpoints and LoraResult.config hold it
+    fingerprint: str  # of the texts, labels and record: a checkpoint of another run is not resumed
+
+
+def _plan(model, tokenizer, texts, labels, settings: LoraSettings, num_classes, head_init) -> _Plan:
     import peft
 
     texts, labels = _check_texts_labels(texts, labels, "training")
-    steps = _positive_int(steps, "steps", ": a budget of zero steps trains nothing (use a linear probe for that)")
-    batch_size = _positive_int(batch_size, "batch_size")
-    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
-    rank = _positive_int(rank, "rank")
     num_classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
     if labels.max() >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, found {int(labels.max())}")
     classes = sorted(np.unique(labels).tolist())
     if len(classes) < 2:
         raise ValueError(f"the training labels hold one class only ({classes}): a classifier needs at least two")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"warmup_ratio must lie in [0, 1), got {warmup_ratio}")
-    if not lr > 0 or not head_lr_scale > 0:
-        raise ValueError(f"lr and head_lr_scale must be positive, got {lr} and {head_lr_scale}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    targets = find_attention_modules(model, target_modules)
-    input_ids = _tokenize(tokenizer, texts, max_length)
-
-    parameter = next(model.parameters())
-    device = parameter.device
     d = model.config.hidden_size
-    settings = {
+    if head_init is not None:
+        weight, bias = (np.asarray(a) for a in head_init)
+        if weight.shape != (num_classes, d) or bias.shape != (num_classes,):
+            raise ValueError(f"head_init must be (weight ({num_classes}, {d}), bias ({num_classes},)), got "
+                             f"{weight.shape} and {bias.shape}")
+    targets = find_attention_modules(model, settings.target_modules)
+    input_ids = _tokenize(tokenizer, texts, settings.max_length)
+    parameter = next(model.parameters())
+    # The fields and types of the first checkpoints' record (alpha a float, the resolved module names),
+    # so that those checkpoints still resume.
+    record = {
         "model": getattr(model.config, "_name_or_path", None) or type(model).__name__,
         "model_class": type(model).__name__, "dtype": str(parameter.dtype).removeprefix("torch."),
-        "steps": steps, "batch_size": batch_size, "lr": float(lr), "rank": rank, "alpha": float(alpha),
-        "dropout": float(dropout), "target_modules": targets, "optimizer": optimizer,
-        "weight_decay": float(weight_decay), "head_lr_scale": float(head_lr_scale), "schedule": schedule,
-        "warmup_ratio": float(warmup_ratio),
-        "max_grad_norm": None if max_grad_norm is None else float(max_grad_norm), "max_length": max_length,
-        "group_by_length": bool(group_by_length), "seed": int(seed), "num_classes": num_classes, "n_texts": len(texts),
-        "head_init": None if head_init is None else hashlib.sha256(
-            b"".join(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes() for a in head_init)).hexdigest(),
+        **settings.result_dict(), "alpha": float(settings.alpha), "target_modules": targets,
+        "num_classes": num_classes, "n_texts": len(texts),
+        "head_init": None if head_init is None else digest(*(np.asarray(a, dtype=np.float64) for a in head_init)),
         "ntps_version": __version__, "peft_version": peft.__version__,
     }
-    fingerprint = _fingerprint(texts, labels, settings)
-    folder = Path(checkpoint) if checkpoint is not None else None
-    saved = _read_checkpoint(folder, fingerprint)
+    order = batch_order(len(texts), settings.steps, settings.batch_size, settings.seed,
+                        lengths=[len(ids) for ids in input_ids] if settings.group_by_length else None)
+    return _Plan(texts=texts, labels=labels, classes=classes, num_classes=num_classes, targets=targets,
+                 input_ids=input_ids, order=order, warmup=math.ceil(settings.warmup_ratio * settings.steps),
+                 pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                 device=parameter.device, record=record, fingerprint=_data_fingerprint(texts, labels, record))
 
-    warmup = math.ceil(warmup_ratio * steps)
-    order = batch_order(len(texts), steps, batch_size, seed,
-                        lengths=[len(ids) for ids in input_ids] if group_by_length else None)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    targets_y = torch.from_numpy(labels).to(device)
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(int(seed))
-        # Initialisation (adapters, head) under the seed, on a copy of the caller's model.
-        base = copy.deepcopy(model)
-        for p in base.parameters():
-            p.requires_grad_(False)
-        linear_conv = _linear_types()[1:]
-        fan_in_fan_out = any(isinstance(m, linear_conv) and n.rsplit(".", 1)[-1] in targets
-                             for n, m in base.named_modules())
-        config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                                 bias="none", fan_in_fan_out=fan_in_fan_out)
-        with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            peft_model = peft.get_peft_model(base, config)
-        head = torch.nn.Linear(d, num_classes, dtype=torch.float32, device=device)
-        if head_init is not None:
-            weight, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in head_init)
-            if weight.shape != (num_classes, d) or bias.shape != (num_classes,):
-                raise ValueError(f"head_init must be (weight ({num_classes}, {d}), bias ({num_classes},)), got "
-                                 f"{tuple(weight.shape)} and {tuple(bias.shape)}")
-            with torch.no_grad():
-                head.weight.copy_(weight)
-                head.bias.copy_(bias)
-        trainables = _trainables(peft_model, head)
-        params = [p for _, p in trainables]
-        groups = [{"params": [p for n, p in trainables if n.startswith("adapter.")], "lr_scale": 1.0},
-                  {"params": list(head.parameters()), "lr_scale": float(head_lr_scale)}]
-        opt = _make_optimizer(optimizer, groups, lr, weight_decay)
 
-        start_step, losses, seconds = 0, [], 0.0
-        if saved is not None:
-            tensors, info = saved
-            with torch.no_grad():
-                for name, p in trainables:
-                    p.copy_(tensors[name].to(device=p.device, dtype=p.dtype))
-            opt.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"], opt.state_dict()))
-            _set_rng(tensors, device)
-            start_step, losses, seconds = int(info["step"]), list(info["losses"]), float(info["seconds"])
+@dataclass
+class _Run:
+    """The trainable state of a run, and how far it got."""
 
-        backbone = _backbone(peft_model)
-        peft_model.train()
-        from tqdm.auto import tqdm
+    peft_model: object
+    head: torch.nn.Linear
+    trainables: list[tuple[str, torch.nn.Parameter]]
+    optimizer: object
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
-        bar = tqdm(total=steps, initial=start_step, unit="step", disable=not progress or start_step >= steps,
-                   desc=f"LoRA r={rank} on {', '.join(targets)}", dynamic_ncols=True)
-        for step in range(start_step, steps):
-            began = time.perf_counter()
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_scale"] * lr_factor(step, steps, warmup, schedule)
-            batch = order[step]
-            ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, device)
-            pooled = _pooled_last_state(backbone, ids, mask)
-            logits = head(pooled.float())
-            loss = torch.nn.functional.cross_entropy(logits, targets_y[batch])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the training loss became {loss.item()} at step {step}; lower lr "
-                                         "(or use dtype float32/bfloat16 rather than float16)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            losses.append(float(loss.detach()))
-            seconds += time.perf_counter() - began
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            done = step + 1
-            if folder is not None and (done % checkpoint_every == 0 or done == steps):
-                _save_checkpoint(folder, trainables, opt, device, {
-                    "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": done, "losses": losses,
-                    "seconds": seconds, "settings": settings,
-                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            if callback is not None:
-                callback(done, losses[-1])
-        bar.close()
-    peft_model.eval()
-    head.eval()
+
+def _initialise(model, plan: _Plan, settings: LoraSettings, head_init) -> _Run:
+    """Adapters and head on a copy of the caller's model, and the optimiser; under the seed the
+    caller set, in a fixed order (a resumed run replays it)."""
+    import peft
+
+    base = copy.deepcopy(model)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    linear_conv = _linear_types()[1:]
+    fan_in_fan_out = any(isinstance(m, linear_conv) and n.rsplit(".", 1)[-1] in plan.targets
+                         for n, m in base.named_modules())
+    config = peft.LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                             target_modules=plan.targets, bias="none", fan_in_fan_out=fan_in_fan_out)
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = peft.get_peft_model(base, config)
+    head = torch.nn.Linear(model.config.hidden_size, plan.num_classes, dtype=torch.float32, device=plan.device)
+    if head_init is not None:
+        weight, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in head_init)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+    trainables = _trainables(peft_model, head)
+    groups = [{"params": [p for n, p in trainables if n.startswith("adapter.")], "lr_scale": 1.0},
+              {"params": list(head.parameters()), "lr_scale": settings.head_lr_scale}]
+    optimizer = _make_optimizer(settings.optimizer, groups, settings.lr, settings.weight_decay)
+    return _Run(peft_model=peft_model, head=head, trainables=trainables, optimizer=optimizer)
+
+
+def _resume(run: _Run, tensors: dict, info: dict, device: torch.device) -> None:
+    """Load a checkpoint's weights, optimiser state, random states, step, losses and time into ``run``."""
+    with torch.no_grad():
+        for name, p in run.trainables:
+            p.copy_(tensors[name].to(device=p.device, dtype=p.dtype))
+    run.optimizer.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"], run.optimizer.state_dict()))
+    _set_rng(tensors, device)
+    run.step, run.losses, run.seconds = int(info["step"]), list(info["losses"]), float(info["seconds"])
+
+
+def _train_steps(run: _Run, plan: _Plan, settings: LoraSettings, folder: Path | None, progress: bool,
+                 callback) -> None:
+    """Updates ``run.step .. settings.steps - 1``, checkpointing every ``settings.checkpoint_every``."""
+    from tqdm.auto import tqdm
+
+    steps = settings.steps
+    backbone = _backbone(run.peft_model)
+    run.peft_model.train()
+    params = [p for _, p in run.trainables]
+    targets_y = torch.from_numpy(plan.labels).to(plan.device)
+    bar = tqdm(total=steps, initial=run.step, unit="step", disable=not progress or run.step >= steps,
+               desc=f"LoRA r={settings.rank} on {', '.join(plan.targets)}", dynamic_ncols=True)
+    for step in range(run.step, steps):
+        began = time.perf_counter()
+        for group in run.optimizer.param_groups:
+            group["lr"] = settings.lr * group["lr_scale"] * lr_factor(step, steps, plan.warmup, settings.schedule)
+        batch = plan.order[step]
+        ids, mask = _right_padded([plan.input_ids[i] for i in batch], plan.pad_id, plan.device)
+        pooled = _pooled_last_state(backbone, ids, mask)
+        logits = run.head(pooled.float())
+        loss = torch.nn.functional.cross_entropy(logits, targets_y[batch])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss.item()} at step {step}; lower lr "
+                                     "(or use dtype float32/bfloat16 rather than float16)")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        run.optimizer.step()
+        run.losses.append(float(loss.detach()))
+        run.seconds += time.perf_counter() - began
+        run.step = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{run.losses[-1]:.3f}")
+        if folder is not None and (run.step % settings.checkpoint_every == 0 or run.step == steps):
+            _save_checkpoint(folder, run.trainables, run.optimizer, plan.device, {
+                "format": CHECKPOINT_FORMAT, "fingerprint": plan.fingerprint, "step": run.step,
+                "losses": run.losses, "seconds": run.seconds, "settings": plan.record,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        if callback is not None:
+            callback(run.step, run.losses[-1])
+    bar.close()
+
+
+def _finish(run: _Run, plan: _Plan, settings: LoraSettings, tokenizer, resumed_from: int,
+            folder: Path | None) -> LoraResult:
+    run.peft_model.eval()
+    run.head.eval()
+    params = [p for _, p in run.trainables]
     for p in params:
         p.requires_grad_(False)
-    return LoraResult(model=peft_model, head=head, tokenizer=tokenizer, losses=np.asarray(losses, dtype=np.float64),
-                      seconds=seconds, config=settings, target_modules=targets, classes=classes,
-                      num_classes=num_classes, resumed_from=start_step,
-                      trainable_parameters=int(sum(p.numel() for p in params)),
-                      checkpoint=None if folder is None else str(folder))
+    return LoraResult(model=run.peft_model, head=run.head, tokenizer=tokenizer,
+                      losses=np.asarray(run.losses, dtype=np.float64), seconds=run.seconds, config=plan.record,
+                      target_modules=plan.targets, classes=plan.classes, num_classes=plan.num_classes,
+                      resumed_from=resumed_from, trainable_parameters=int(sum(p.numel() for p in params)),
+                      checkpoint=None if folder is None else str(folder), settings=settings)
 
 
 def _backbone(model):
@@ -645,8 +930,8 @@ def predict(result: LoraResult, texts: Sequence[str], *, batch_size: int = 16, m
     return logits
 
 
-def evaluate(result: LoraResult, texts: Sequence[str], labels, *, batch_size: int = 16,
-             max_length: int | None = "train", progress: bool = False) -> float:
+def lora_accuracy(result: LoraResult, texts: Sequence[str], labels, *, batch_size: int = 16,
+                  max_length: int | None = "train", progress: bool = False) -> float:
     """Accuracy of the fine-tuned classifier on held-out ``texts`` and ``labels``.
 
     The test labels must be the label set seen in training (:func:`check_label_sets`)."""
@@ -656,7 +941,7 @@ def evaluate(result: LoraResult, texts: Sequence[str], labels, *, batch_size: in
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
-def merge(result: LoraResult, *, inplace: bool = False):
+def merge_adapter(result: LoraResult, *, inplace: bool = False):
     """The adapted language model with the adapters folded into its weights (``merge_and_unload``):
     a plain ``transformers`` causal LM in eval mode, for ``ntps.extract_moments`` (NTPS after LoRA).
 
@@ -720,12 +1005,31 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "model"
 
 
-def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | None = 64,
-                   max_examples_train: int | str | None = None, max_examples_test: int | str | None = None,
-                   data_seed: int = 0, data_root: str | Path | None = None, dtype=None, device=None,
-                   revision: str | None = None, trust_remote_code: bool = False, tokenizer: str | None = None,
-                   after_layers: Sequence[int] | None = None, batch_size_eval: int = 16, refresh: bool = False,
-                   progress: bool = False, **train_kwargs) -> LoraTaskRun:
+# The training settings in a run's key. The book's first cached runs were keyed on the keyword
+# arguments passed, which were these thirteen; the other fields enter only when they differ from
+# their defaults, so that those keys stay valid.
+_ALWAYS_KEYED = ("steps", "batch_size", "lr", "rank", "alpha", "dropout", "target_modules", "optimizer", "schedule",
+                 "warmup_ratio", "max_grad_norm", "group_by_length", "seed")
+
+
+def _train_key(settings: LoraSettings, head_init) -> dict:
+    values = settings.result_dict()
+    del values["max_length"]  # keyed on its own: the moments after LoRA use it too
+    defaults = {f.name: f.default for f in fields(LoraSettings)}
+    keyed = {name: value for name, value in values.items() if name in _ALWAYS_KEYED or value != defaults[name]}
+    if head_init is not None:
+        keyed["head_init"] = digest(*(np.asarray(a, dtype=np.float64) for a in head_init))
+    return keyed
+
+
+def fine_tune_task(model_name: str, task: str, settings: LoraSettings | None = None, *, model=None,
+                   max_length: int | None = 64, max_examples_train: int | str | None = None,
+                   max_examples_test: int | str | None = None, data_seed: int = 0,
+                   data_root: str | Path | None = None, dtype=None, device=None, revision: str | None = None,
+                   trust_remote_code: bool = False, tokenizer: str | None = None,
+                   after_layers: Sequence[int] | None = None, batch_size_eval: int = 16, head_init=None,
+                   refresh: bool = False, progress: bool = False, callback: Callable[[int, float], None] | None = None,
+                   **overrides) -> LoraTaskRun:
     """Fine-tune on one task's training split, score its test split, and extract the moments of the
     merged model on the training texts; computed once and cached under ``$NTPS_CACHE/lora``.
 
@@ -735,68 +1039,69 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
 
     Parameters
     ----------
+    settings : LoraSettings, optional
+        The training settings (:func:`train_lora`); None: the defaults with the ``overrides``,
+        which must then include ``steps``. Its ``max_length`` must be None or ``max_length``.
     model
         None (load on a cache miss), a ``(model, tokenizer)`` pair, or an
         ``ntps.experiments.ModelSource``: on a full cache hit the model is never loaded.
+    max_length : int or None
+        Tokens per text for training, scoring and the moments after LoRA alike.
     tokenizer : str, optional
         A hub id or folder to take the tokenizer from (``ntps.models.load``'s ``tokenizer=``); in
         the cache key when given. With an explicit ``(model, tokenizer)`` pair it only names the
         key, and must be the pair's tokenizer.
     after_layers : list of int, optional
         Hidden-state indices of the moments after LoRA (default all; ``[]``: none).
-    train_kwargs
-        Passed to :func:`train_lora` (steps is required; rank, alpha, lr, ..., checkpoint_every);
-        the checkpoint lives in the cache folder, so an interrupted run resumes.
+    head_init, callback
+        As in :func:`train_lora`; ``head_init`` enters the cache key (by its digest) when given.
+    **overrides
+        Fields of :class:`LoraSettings` that replace those of ``settings`` (``steps=48, lr=3e-3``).
+        The checkpoint lives in the cache folder, so an interrupted run resumes.
 
     Notes
     -----
-
     The cache key holds the model name, revision, tokenizer (when given), dtype, task, caps, data
-    seed, a hash of the texts and labels, ``max_length``, every training setting, the layers and
-    ``ntps.__version__``.
+    seed, a hash of the texts and labels, ``max_length``, every training setting that can change the
+    result (not ``checkpoint_every``), the layers and ``ntps.__version__``: equal settings, given as
+    a :class:`LoraSettings` or as keywords, share one cached run.
     """
     from . import data
     from .cache import atomic_file, cache_dir
     from .experiments import ModelSource, _check_source_tokenizer, tokenizer_key
     from .extract import extract_moments
-    from .moments import Moments
 
-    if "steps" not in train_kwargs:
-        raise TypeError("fine_tune_task needs steps=... (the training budget)")
-    for reserved in ("checkpoint", "num_classes", "max_length", "progress"):
-        if reserved in train_kwargs:
+    for reserved in ("checkpoint", "num_classes"):
+        if reserved in overrides:
             raise TypeError(f"fine_tune_task sets {reserved!r} itself")
+    settings = _settings_from(settings, overrides, "fine_tune_task")
+    if settings.max_length not in (None, max_length):
+        raise ValueError(f"settings.max_length is {settings.max_length} but max_length is {max_length}: a run uses "
+                         "one length for training, scoring and the moments; pass max_length=")
+    settings = settings.replace(max_length=max_length)
     train = data.load(task, "train", max_examples=max_examples_train, seed=data_seed, root=data_root)
     test = data.load(task, "test", max_examples=max_examples_test, seed=data_seed, root=data_root)
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"{task}: the train split holds {len(train)} texts and the test split {len(test)}")
     check_label_sets(train.labels, test.labels)
     layers = None if after_layers is None else sorted(int(l) for l in after_layers)
-    settings = {
+    keyed = {
         "format": RUN_FORMAT, "model": str(model_name), "revision": revision,
         "dtype": "float32" if dtype is None else str(dtype).removeprefix("torch."), "task": task,
         "max_examples_train": max_examples_train, "max_examples_test": max_examples_test, "data_seed": int(data_seed),
-        "train_data": _fingerprint(train.texts, train.labels, {}),
-        "test_data": _fingerprint(test.texts, test.labels, {}),
-        "max_length": max_length, "after_layers": layers,
-        # how often to checkpoint does not change the result
-        "train": {k: train_kwargs[k] for k in sorted(train_kwargs) if k not in ("checkpoint_every", "callback")},
+        # the empty record is how split fingerprints were first computed: kept so cached runs stay valid
+        "train_data": _data_fingerprint(train.texts, train.labels, {}),
+        "test_data": _data_fingerprint(test.texts, test.labels, {}),
+        "max_length": max_length, "after_layers": layers, "train": _train_key(settings, head_init),
         "ntps_version": __version__,
     }
     if tokenizer is not None:  # only when given, so that existing keys stay valid
-        settings["tokenizer"] = tokenizer_key(tokenizer)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        keyed["tokenizer"] = tokenizer_key(tokenizer)
+    key = digest(keyed)
     folder = cache_dir("lora", _slug(model_name)) / f"{_slug(task)}-{key[:16]}"
-    run_file = folder / "run.json"
-    if not refresh and run_file.is_file():
-        try:
-            info = json.loads(run_file.read_text())
-        except json.JSONDecodeError:
-            info = {}
-        if info.get("key") == key and (layers == [] or (folder / "after" / "moments.json").is_file()):
-            after = None if layers == [] else Moments.load(folder / "after")
-            info["cached"] = True
-            return LoraTaskRun(float(info["test_accuracy"]), np.asarray(info["losses"], dtype=np.float64), after, info)
+    cached = None if refresh else _read_run(folder, key, layers)
+    if cached is not None:
+        return cached
 
     if model is None:
         model = ModelSource(model_name, dtype=dtype, device=device, revision=revision,
@@ -806,19 +1111,19 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
     if len(pair) != 2:
         raise ValueError("model must be None, a (model, tokenizer) pair or a ModelSource")
     lm, tokenizer = pair
-    result = train_lora(lm, tokenizer, train.texts, train.labels, num_classes=train.num_classes, max_length=max_length,
-                        checkpoint=folder / "checkpoint", progress=progress, **train_kwargs)
+    result = train_lora(lm, tokenizer, train.texts, train.labels, settings, num_classes=train.num_classes,
+                        head_init=head_init, checkpoint=folder / "checkpoint", progress=progress, callback=callback)
     began = time.perf_counter()
-    accuracy = evaluate(result, test.texts, test.labels, batch_size=batch_size_eval, progress=progress)
+    accuracy = lora_accuracy(result, test.texts, test.labels, batch_size=batch_size_eval, progress=progress)
     evaluate_seconds = time.perf_counter() - began
-    info = {**settings, "key": key, "test_accuracy": accuracy, "losses": result.losses.tolist(),
+    info = {**keyed, "key": key, "test_accuracy": accuracy, "losses": result.losses.tolist(),
             "train_seconds": result.seconds, "evaluate_seconds": evaluate_seconds, "n_train": len(train),
             "n_test": len(test), "classes": list(train.classes), "target_modules": result.target_modules,
             "trainable_parameters": result.trainable_parameters, "resumed_from": result.resumed_from,
             "device": str(next(lm.parameters()).device)}
     after, after_seconds = None, 0.0
     if layers != []:
-        merged = merge(result, inplace=True)  # the adapted copy is not needed any more
+        merged = merge_adapter(result, inplace=True)  # the adapted copy is not needed any more
         del result
         began = time.perf_counter()
         after = extract_moments(merged, tokenizer, train.texts, train.labels, num_classes=train.num_classes,
@@ -828,7 +1133,25 @@ def fine_tune_task(model_name: str, task: str, *, model=None, max_length: int | 
         del merged
         after.save(folder / "after")
     info.update(after_extract_seconds=after_seconds, computed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    with atomic_file(run_file) as tmp:  # written last: its presence means the run is complete
+    with atomic_file(folder / "run.json") as tmp:  # written last: its presence means the run is complete
         tmp.write_text(json.dumps(info, indent=1, default=str) + "\n")
     info["cached"] = False
     return LoraTaskRun(accuracy, np.asarray(info["losses"], dtype=np.float64), after, info)
+
+
+def _read_run(folder: Path, key: str, layers) -> LoraTaskRun | None:
+    """The finished run cached in ``folder`` under ``key``, or None."""
+    from .moments import Moments
+
+    run_file = folder / "run.json"
+    if not run_file.is_file():
+        return None
+    try:
+        info = json.loads(run_file.read_text())
+    except json.JSONDecodeError:
+        return None
+    if info.get("key") != key or (layers != [] and not (folder / "after" / "moments.json").is_file()):
+        return None
+    after = None if layers == [] else Moments.load(folder / "after")
+    info["cached"] = True
+    return LoraTaskRun(float(info["test_accuracy"]), np.asarray(info["losses"], dtype=np.float64), after, info)

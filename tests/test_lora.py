@@ -1,9 +1,13 @@
 """LoRA fine-tuning on tiny random models: it learns, it touches only adapters and head, it resumes
-exactly, and the merged model is the adapted one."""
+exactly, and the merged model is the adapted one; its settings are checked once and key the cache."""
 
+import dataclasses
+import doctest
 import json
 import math
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +58,126 @@ def trained(llama):
     return result, before
 
 
+# -- settings -----------------------------------------------------------------------------------
+BAD_SETTINGS = [  # field, bad value, error, what the message says
+    ("steps", 0, ValueError, "steps must be at least 1, got 0: a budget of zero steps trains nothing"),
+    ("steps", 2.5, TypeError, "steps must be an integer"),
+    ("batch_size", 0, ValueError, "batch_size must be at least 1"),
+    ("lr", 0.0, ValueError, "lr must be positive and finite"),
+    ("lr", float("nan"), ValueError, "lr must be positive and finite"),
+    ("lr", "1e-4", TypeError, "lr must be a number"),  # what YAML 1.1 makes of 1e-4
+    ("rank", -2, ValueError, "rank must be at least 1"),
+    ("alpha", 0, ValueError, "alpha must be positive and finite"),
+    ("dropout", 1.0, ValueError, r"dropout must lie in \[0, 1\)"),
+    ("target_modules", [], ValueError, "target_modules must name at least one linear layer"),
+    ("target_modules", ["q_proj", 3], TypeError, "target_modules must be module names"),
+    ("optimizer", "sgd", ValueError, r"optimizer must be one of \('adamw', 'adafactor'\)"),
+    ("weight_decay", -0.1, ValueError, "weight_decay must be at least 0"),
+    ("schedule", "step", ValueError, "schedule must be one of"),
+    ("warmup_ratio", 1.0, ValueError, r"warmup_ratio must lie in \[0, 1\)"),
+    ("max_grad_norm", 0.0, ValueError, r"max_grad_norm must be positive and finite \(or None: no clipping\)"),
+    ("head_lr_scale", math.inf, ValueError, "head_lr_scale must be positive and finite"),
+    ("max_length", 0, ValueError, "max_length must be at least 1"),
+    ("group_by_length", "yes", TypeError, "group_by_length must be True or False"),
+    ("seed", -1, ValueError, "seed must be at least 0"),
+    ("checkpoint_every", 0, ValueError, "checkpoint_every must be at least 1"),
+]
+
+
+def test_every_setting_is_checked():
+    assert {f.name for f in dataclasses.fields(lora.LoraSettings)} == {name for name, *_ in BAD_SETTINGS}
+
+
+@pytest.mark.parametrize("name,value,error,message", BAD_SETTINGS)
+def test_a_bad_setting_is_refused_by_name(name, value, error, message, llama):
+    good = {"steps": 3}
+    with pytest.raises(error, match=message):
+        lora.LoraSettings(**(good | {name: value}))
+    with pytest.raises(error, match=message):  # replace checks again
+        lora.LoraSettings(**good).replace(**{name: value})
+    if name != "steps":  # keyword overrides of train_lora are checked alike, before any work
+        with pytest.raises(error, match=message):
+            lora.train_lora(*llama, TEXTS, LABELS, steps=1, progress=False, **{name: value})
+
+
+def test_equal_settings_have_one_form():
+    plain = lora.LoraSettings(steps=4, lr=1e-3, alpha=16, target_modules=("q_proj",), group_by_length=True)
+    numpy = lora.LoraSettings(steps=np.int64(4), lr=np.float64(1e-3), alpha=16.0, target_modules="q_proj",
+                              group_by_length=np.bool_(True))
+    assert plain == numpy and hash(plain) == hash(numpy)
+    assert json.dumps(plain.to_dict()) == json.dumps(numpy.to_dict())  # hence one cache key
+    assert type(numpy.steps) is int and type(numpy.lr) is float and type(numpy.group_by_length) is bool
+    assert lora.LoraSettings(steps=1, alpha=2.5).alpha == 2.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plain.steps = 5
+
+
+def test_settings_round_trip_through_json():
+    settings = lora.LoraSettings(steps=7, lr=3e-3, target_modules=["q_proj", "v_proj"], max_grad_norm=None,
+                                 max_length=64, optimizer="adafactor", seed=2)
+    assert lora.LoraSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert settings.replace(seed=3) == lora.LoraSettings(**(settings.to_dict() | {"seed": 3}))
+    assert settings.result_dict() == {k: v for k, v in settings.to_dict().items() if k != "checkpoint_every"}
+    with pytest.raises(TypeError, match=r"unknown LoRA setting\(s\) \['learning_rate'\]; the settings are steps"):
+        lora.LoraSettings.from_dict({"steps": 1, "learning_rate": 1e-3})
+    with pytest.raises(TypeError, match=r"unknown LoRA setting\(s\) \['ranks'\]"):
+        settings.replace(ranks=4)
+    with pytest.raises(TypeError, match="needs steps"):
+        lora.train_lora(None, None, TEXTS, LABELS, lr=1e-3)
+
+
+def test_keyword_overrides_are_the_settings_object(llama):
+    model, tokenizer = llama
+    settings = lora.LoraSettings(steps=2, batch_size=8, lr=3e-2, rank=4, alpha=8, dropout=0.1, seed=5)
+    by_object = lora.train_lora(model, tokenizer, TEXTS, LABELS, settings, progress=False)
+    by_keywords = lora.train_lora(model, tokenizer, TEXTS, LABELS, steps=2, batch_size=8, lr=3e-2, rank=4, alpha=8,
+                                  dropout=0.1, seed=5, progress=False)
+    mixed = lora.train_lora(model, tokenizer, TEXTS, LABELS, settings.replace(seed=0, rank=2), seed=5, rank=4,
+                            progress=False)
+    for other in (by_keywords, mixed):
+        assert other.settings == by_object.settings and other.config == by_object.config
+        assert np.array_equal(other.losses, by_object.losses)
+        expected, got = _weights(by_object), _weights(other)
+        assert expected.keys() == got.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
+
+
+def test_the_run_key_keeps_the_form_of_the_first_cached_runs():
+    """The book's runs were keyed on the keywords passed, less checkpoint_every: the settings object
+    must give the very same dict, or their caches would be lost."""
+    book_cpu = dict(steps=48, batch_size=8, lr=0.003, rank=8, alpha=16, dropout=0.05, target_modules=None,
+                    optimizer="adamw", schedule="cosine", warmup_ratio=0.05, max_grad_norm=1.0, group_by_length=True,
+                    checkpoint_every=16, seed=0)
+    book_gpu = book_cpu | dict(steps=5000, batch_size=1, lr=0.0001, rank=32, alpha=32,
+                               target_modules=["q_proj", "k_proj", "v_proj"], optimizer="adafactor",
+                               group_by_length=False, checkpoint_every=500)
+    for kwargs in (book_cpu, book_gpu):
+        legacy = {k: kwargs[k] for k in sorted(kwargs) if k not in ("checkpoint_every", "callback")}
+        keyed = lora._train_key(lora.LoraSettings(**kwargs), None)
+        assert json.dumps(keyed, sort_keys=True) == json.dumps(legacy, sort_keys=True)
+    settings = lora.LoraSettings(**book_cpu)
+    changed = lora._train_key(settings.replace(weight_decay=0.01, checkpoint_every=1), None)
+    assert changed == lora._train_key(settings, None) | {"weight_decay": 0.01}
+    assert "max_length" not in lora._train_key(settings.replace(max_length=32), None)  # keyed on its own
+
+
+def test_no_old_name_is_left():
+    """The old names are gone: evaluate (which shadowed the module ntps.evaluate) and merge (as
+    Moments.merge and `ntps merge`)."""
+    assert not hasattr(lora, "evaluate") and not hasattr(lora, "merge")
+    assert all(hasattr(lora, name) for name in lora.__all__)
+    root = Path(__file__).parents[1]
+    old = re.compile(r"\blora\.(evaluate|merge)\b|from ntps\.lora import[^\n]*\b(evaluate|merge)\b")
+    stale = [f"{path.relative_to(root)}:{n}" for folder in ("ntps", "benchmarks", "tests")
+             for path in sorted((root / folder).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if old.search(line)]
+    assert stale == []
+
+
+def test_docstring_examples_run():
+    failures, tried = doctest.testmod(lora, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert tried > 0 and failures == 0
+
+
 # -- module detection -------------------------------------------------------------------------
 def test_attention_modules_found_per_architecture(llama):
     assert lora.find_attention_modules(llama[0]) == ["q_proj", "k_proj", "v_proj"]
@@ -84,9 +208,9 @@ def test_training_lowers_the_loss_on_a_learnable_task(trained):
     assert losses.shape == (40,) and np.all(np.isfinite(losses))
     assert losses[-8:].mean() < 0.3 * losses[:8].mean()
     assert losses[:4].mean() == pytest.approx(math.log(2), abs=0.25)  # a fresh head is near chance
-    assert lora.evaluate(result, TEXTS, LABELS) >= 0.9
+    assert lora.lora_accuracy(result, TEXTS, LABELS) >= 0.9
     held_texts, held_labels = word_task(32, seed=1)
-    assert lora.evaluate(result, held_texts, held_labels) >= 0.7
+    assert lora.lora_accuracy(result, held_texts, held_labels) >= 0.7
     assert result.trainable_parameters > 0 and result.seconds > 0 and result.resumed_from == 0
 
 
@@ -176,7 +300,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, optimizer, arch):
     again = lora.train_lora(model, tokenizer, TEXTS, LABELS, checkpoint=folder, **settings)
     assert again.resumed_from == 7 and again.seconds == pytest.approx(resumed.seconds)
     assert all(torch.equal(v, _weights(again)[k]) for k, v in got.items())
-    assert lora.evaluate(again, TEXTS, LABELS) == lora.evaluate(whole, TEXTS, LABELS)
+    assert lora.lora_accuracy(again, TEXTS, LABELS) == lora.lora_accuracy(whole, TEXTS, LABELS)
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, llama):
@@ -192,7 +316,7 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, llama):
 # -- merging ------------------------------------------------------------------------------------
 def test_merged_and_unmerged_models_give_the_same_outputs(trained, llama):
     result, before = trained
-    merged = lora.merge(result)
+    merged = lora.merge_adapter(result)
     assert type(merged).__name__ == "LlamaForCausalLM"
     assert not any("lora_" in n for n, _ in merged.named_parameters())
     tokenizer = llama[1]
@@ -206,7 +330,7 @@ def test_merged_and_unmerged_models_give_the_same_outputs(trained, llama):
     # the adapters did change the model, and the result stays usable after merging
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(merged.state_dict()[q], before[q])
-    assert lora.evaluate(result, TEXTS, LABELS) >= 0.9
+    assert lora.lora_accuracy(result, TEXTS, LABELS) >= 0.9
 
 
 def test_merged_model_feeds_the_extraction_with_the_heads_features(trained):
@@ -215,7 +339,7 @@ def test_merged_model_feeds_the_extraction_with_the_heads_features(trained):
     from ntps.extract import extract_moments as moments
 
     result, _ = trained
-    merged = lora.merge(result)
+    merged = lora.merge_adapter(result)
     stats, features = moments(merged, result.tokenizer, TEXTS, LABELS, progress=False, return_features=True)
     assert stats.num_layers == merged.config.num_hidden_layers + 1
     with torch.no_grad():
@@ -276,9 +400,9 @@ def test_bad_input_is_rejected_with_a_clear_message(trained, llama):
     with pytest.raises(ValueError, match="optimizer must be one of"):
         lora.train_lora(model, tokenizer, TEXTS, LABELS, steps=1, optimizer="sgd", progress=False)
     with pytest.raises(ValueError, match=r"labels \[2\] occur in the test split but not in training"):
-        lora.evaluate(result, TEXTS[:3], [0, 1, 2])
+        lora.lora_accuracy(result, TEXTS[:3], [0, 1, 2])
     with pytest.raises(ValueError, match=r"labels \[1\] occur in training but not in the test split"):
-        lora.evaluate(result, TEXTS[:2], [0, 0])
+        lora.lora_accuracy(result, TEXTS[:2], [0, 0])
     with pytest.raises(ValueError, match="label sets differ"):
         lora.check_label_sets([0, 1, 2], [0, 1, 3])
     assert lora.check_label_sets([1, 0, 1], [0, 1]) == [0, 1]
@@ -319,5 +443,11 @@ def test_fine_tune_task_caches_everything(tmp_path, monkeypatch, llama):
     assert files <= {".json", ".safetensors"}  # nothing pickled
     with pytest.raises(TypeError, match="needs steps"):
         lora.fine_tune_task("tiny-llama", "rt_sentiment", model=source, data_root=root)
+    as_object = lora.LoraSettings(steps=3, batch_size=4, lr=1e-2, rank=2, seed=0, checkpoint_every=2)
+    same = lora.fine_tune_task("tiny-llama", "rt_sentiment", as_object, model=unloaded, data_root=root, max_length=24)
+    assert same.info["cached"] and same.info["key"] == run.info["key"]  # an object or keywords: one run
+    with pytest.raises(ValueError, match="settings.max_length is 32 but max_length is 24"):
+        lora.fine_tune_task("tiny-llama", "rt_sentiment", as_object.replace(max_length=32), model=source,
+                            data_root=root, max_length=24)
     with pytest.raises(ValueError, match="tokenizer from the model.*keyed wrongly"):
         lora.fine_tune_task("tiny-llama", "rt_sentiment", model=source, tokenizer="elsewhere", **settings)
