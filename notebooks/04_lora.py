@@ -93,10 +93,10 @@ page_style(precision=3, quiet_transformers=True)
 task_names = list(tasks) if tasks is not None else list(data.OFFLINE_SUITE)
 k_fractions = experiments.k_fraction_grid(n_k)
 pct = f"{confidence:.0%}"
-lora_settings = dict(steps=steps, batch_size=train_batch_size, lr=learning_rate, rank=lora_rank, alpha=lora_alpha,
-                     dropout=lora_dropout, target_modules=target_modules, optimizer=optimizer, schedule=schedule,
-                     warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, group_by_length=group_by_length,
-                     checkpoint_every=checkpoint_every, seed=seed)
+lora_settings = lora.LoraSettings(  # checked once, here: a bad value fails at the top of the page
+    steps=steps, batch_size=train_batch_size, lr=learning_rate, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+    target_modules=target_modules, optimizer=optimizer, schedule=schedule, warmup_ratio=warmup_ratio,
+    max_grad_norm=max_grad_norm, group_by_length=group_by_length, checkpoint_every=checkpoint_every, seed=seed)
 interval = evaluate.format_interval
 print(f"ntps {ntps.__version__}; model {model_name}; {len(task_names)} tasks: {task_names}")
 
@@ -200,8 +200,8 @@ extraction.pivot(index="task", columns="split", values=["texts", "tokens", "seco
 # `ntps.lora.fine_tune_task` does one task end to end: it loads the same texts, fine-tunes
 # (`ntps.lora.train_lora`: `peft` LoRA adapters on the attention projections found for the
 # architecture, a linear head on the mean-pooled last hidden state, cross-entropy, a fixed number
-# of updates, seeded), scores the test split (`ntps.lora.evaluate`), merges the adapters into the
-# weights (`ntps.lora.merge`, `merge_and_unload`) and extracts the moments of the merged model on the
+# of updates, seeded), scores the test split (`ntps.lora.lora_accuracy`), merges the adapters into the
+# weights (`ntps.lora.merge_adapter`, `merge_and_unload`) and extracts the moments of the merged model on the
 # training texts, for NTPS after LoRA. Everything is cached (safetensors and JSON), training
 # checkpoints included, so an interrupted run resumes where it stopped and a finished one is read
 # back in milliseconds; the seconds reported are those measured when it ran.
@@ -210,10 +210,10 @@ extraction.pivot(index="task", columns="split", values=["texts", "tokens", "seco
 source = experiments.ModelSource(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 runs, after_tables, after_timings = {}, [], []
 for task in task_names:
-    run = lora.fine_tune_task(model_name, task, model=source, max_length=max_length,
+    run = lora.fine_tune_task(model_name, task, lora_settings, model=source, max_length=max_length,
                               max_examples_train=max_examples_train, max_examples_test=max_examples_test,
                               data_root=data_root, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                              batch_size_eval=batch_size, **lora_settings)
+                              batch_size_eval=batch_size)
     # NTPS of every layer and k after LoRA, from the merged model's moments (used further below)
     table, timing = experiments.ntps_table({task: run.after}, k_fractions=k_fractions, variants=("theorem", "spectral"))
     after_tables.append(table)
@@ -590,8 +590,8 @@ for task in task_names:
         record[f"ntps_{variant}"] = float(values.iloc[0]) if len(values) else None
     records.append(record)
 saved = results.save_table("lora", records, profile=results_profile, meta={
-    "model": model_name, "layer": fixed_layer, "k_fraction": fixed_k, "steps": steps, "lora": {
-        k: v for k, v in lora_settings.items() if k != "target_modules"}, "ntps_version": ntps.__version__})
+    "model": model_name, "layer": fixed_layer, "k_fraction": fixed_k, "steps": steps,
+    "lora": lora_settings.to_dict(), "ntps_version": ntps.__version__})
 print(f"saved {len(records)} records as 'lora' ({results_profile})")
 
 # %% [markdown]

@@ -25,7 +25,6 @@ in-sample and held out; :func:`peer_table` (task, layer) -> LogME, H-score, ... 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .cache import atomic_dir, cache_dir
+from .cache import atomic_dir, cache_dir, digest
 from .moments import Moments
 
 __all__ = [
@@ -180,12 +179,7 @@ def _dtype_name(dtype) -> str:
 
 
 def _data_fingerprint(texts: Sequence[str], labels: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    digest.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
-    return digest.hexdigest()
+    return digest(*texts, np.asarray(labels, dtype=np.int64))
 
 
 def tokenizer_key(tokenizer) -> str | None:
@@ -205,7 +199,7 @@ def _check_source_tokenizer(model, tokenizer) -> None:
 
 def statistics_key(settings: Mapping) -> str:
     """SHA-256 of the settings that decide a cached result (sorted JSON)."""
-    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode()).hexdigest()
+    return digest(dict(settings))
 
 
 def _entry_folder(settings: dict, key: str) -> Path:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import atomic_dir
+from .cache import atomic_dir, digest
 from .moments import Moments
 
 __all__ = ["ExtractionSettings", "extract_moments", "plan_batches", "NonFiniteStatesError"]
@@ -494,13 +493,7 @@ def _flags_for_host(finite: torch.Tensor):
 
 
 def _fingerprint(texts, labels, settings) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    digest.update(np.ascontiguousarray(labels).tobytes())
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+    return digest(*texts, np.asarray(labels), settings)
 
 
 # -- the entry point -------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_no_old_name_is_left():
     assert all(hasattr(lora, name) for name in lora.__all__)
     root = Path(__file__).parents[1]
     old = re.compile(r"\blora\.(evaluate|merge)\b|from ntps\.lora import[^\n]*\b(evaluate|merge)\b")
-    stale = [f"{path.relative_to(root)}:{n}" for folder in ("ntps", "benchmarks", "tests")
+    stale = [f"{path.relative_to(root)}:{n}" for folder in ("ntps", "benchmarks", "tests", "notebooks")
              for path in sorted((root / folder).rglob("*.py"))
              for n, line in enumerate(path.read_text().splitlines(), 1) if old.search(line)]
     assert stale == []
