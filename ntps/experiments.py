@@ -61,6 +61,8 @@ __all__ = [
     "nearest",
     "task_baselines",
     "correlation_records",
+    "layer_choice",
+    "should_you_use_ntps",
 ]
 
 # Probe targets and whether a high value is good (a good score should then correlate positively).
@@ -783,3 +785,117 @@ def correlation_records(selections: Mapping, probes: pd.DataFrame, *, model: str
                      "test_mse": float(row.test_mse), "test_gain": float(row.test_gain)}
                     for row in pairs.itertuples()]
     return records
+
+
+def layer_choice(layers: pd.DataFrame, *, k_fraction: float, near: float = 0.02) -> pd.DataFrame:
+    """How well NTPS picks a layer within each task: one row per (model, task).
+
+    ``layers`` has columns model, task, layer, k_fraction, ntps, test_accuracy (the ``layers``
+    table of the correlation chapter). At the available fraction nearest ``k_fraction``: the
+    Spearman correlation across layers of NTPS with held-out probe accuracy, the layer where NTPS
+    peaks and where the probe peaks, the accuracy lost by probing the NTPS-best layer instead of the
+    probe-best one, and whether that loss is at most ``near`` ("within a few points").
+    """
+    from .evaluate import correlation
+
+    fraction = nearest(layers["k_fraction"], k_fraction)
+    part = layers[np.isclose(layers["k_fraction"], fraction)]
+    rows = []
+    for (model, task), group in part.groupby(["model", "task"], sort=False):
+        group = group.sort_values("layer")
+        at_ntps = group.loc[group["ntps"].idxmax()]
+        at_probe = group.loc[group["test_accuracy"].idxmax()]
+        loss = float(at_probe.test_accuracy - at_ntps.test_accuracy)
+        rows.append({"model": model, "task": task, "k_fraction": fraction,
+                     "spearman_over_layers": correlation(group["ntps"], group["test_accuracy"]),
+                     "ntps_best_layer": int(at_ntps.layer), "probe_best_layer": int(at_probe.layer),
+                     "best_accuracy": float(at_probe.test_accuracy), "accuracy_lost": loss,
+                     "within_few_points": loss <= near})
+    return pd.DataFrame(rows)
+
+
+def _logged_ratio(path: Path, label: str) -> float | None:
+    """A ratio printed by a committed benchmark log (``<label> : 0.15x``), if the log is there."""
+    if not path.is_file():
+        return None
+    match = re.search(re.escape(label) + r"\s*:\s*([0-9.]+)x", path.read_text())
+    return float(match.group(1)) if match else None
+
+
+def should_you_use_ntps(profile: str = "cpu", *, model: str | None = None, near: float = 0.02) -> str:
+    """A short, honest answer to "should I use NTPS?", as Markdown, computed from the book's own
+    saved results (the ``selection``, ``layers`` and ``lora`` tables of ``profile``) and the
+    committed GPU benchmark log; never written by hand. Says so when the chapters have not run."""
+    from .evaluate import format_interval
+    from .results import ResultsNotFoundError, load_table
+    from .score import DEFAULT_K_FRACTION
+
+    try:
+        selection, meta = load_table("selection", profile=profile)
+        layer_rows, _ = load_table("layers", profile=profile)
+    except ResultsNotFoundError:
+        return (f"*The correlation chapter has not been run with the `{profile}` profile yet, so there is "
+                "nothing measured to answer with: `make book` runs it first.*")
+    selection, layers = pd.DataFrame(selection), pd.DataFrame(layer_rows)
+    model = model or meta.get("model") or layers["model"].iloc[0]
+    selection, layers = selection[selection.model == model], layers[layers.model == model]
+    n_tasks, n_train, width = layers["task"].nunique(), int(meta["n_train"]), int(meta["width"])
+    choice = layer_choice(layers, k_fraction=DEFAULT_K_FRACTION, near=near)
+    rho = choice["spearman_over_layers"]
+
+    def held_out(score, target="test_accuracy"):
+        row = selection[(selection.score == score) & (selection.target == target)
+                        & (selection.rule == "leave-one-task-out")]
+        return format_interval(row.iloc[0].to_dict()) if len(row) else "not computed"
+
+    lines = [
+        f"*From {model} on {n_tasks} tasks of {n_train} training texts each (width d = {width}); intervals are "
+        "95% bootstrap intervals over tasks.*",
+        "",
+        f"- **Which layer to probe.** Read at k = {choice['k_fraction'].iloc[0]:.2f} d, NTPS and held-out probe "
+        f"accuracy agree across layers at a Spearman correlation from {rho.min():+.2f} to {rho.max():+.2f} "
+        f"(median {rho.median():+.2f}) depending on the task. The layer where NTPS peaks gives a probe within "
+        f"{near:.2f} of the best layer's accuracy on {int(choice['within_few_points'].sum())} of {n_tasks} tasks; "
+        f"the best probe layer itself ranges from {choice['probe_best_layer'].min()} to "
+        f"{choice['probe_best_layer'].max()}. Probing every layer on the same forward pass is the safer way to "
+        "choose.",
+        f"- **Which task a model suits.** Across tasks, with (layer, k) chosen on the other tasks, NTPS correlates "
+        f"with held-out probe accuracy at {held_out('ntps:theorem')}; the peers on the same features: LogME "
+        f"{held_out('logme')}, regularised H-score {held_out('regularized_h_score')}, RankMe {held_out('rankme')}; "
+        f"the majority-class share alone {held_out('majority_share')}.",
+    ]
+    costs = meta.get("costs", {})
+    if costs:
+        lines.append(
+            f"- **What it costs.** Given one forward pass ({costs['forward_seconds']:.0f} s here), NTPS of every layer "
+            f"and k took {costs['ntps_seconds']:.1f} s and the logistic probes on every layer "
+            f"{costs['probe_seconds']:.1f} s: at this N the two are of the same order, and the forward pass, which "
+            "both need, dominates.")
+    from .notebooks import repo_root
+
+    try:
+        log = repo_root() / "benchmarks" / "results" / "h200-2026-11-28-run1" / "extract-llama3.txt"
+    except FileNotFoundError:
+        log = Path("/nonexistent")
+    ratio = _logged_ratio(log, "moments / bare throughput")
+    if ratio is not None:
+        lines.append(
+            f"  At the Llama-3-8B shape on an H200 (committed log `{log.parent.name}`), extracting the moments ran at "
+            f"{ratio:.2f}x the throughput of the bare forward pass: there the moments cost more than the pass "
+            "itself (the extraction page has the figures).")
+    try:
+        lora_rows, _ = load_table("lora", profile=profile)
+    except ResultsNotFoundError:
+        lora_rows = []
+    lora = pd.DataFrame(lora_rows)
+    if len(lora) and {"gain_low", "gain_high"} <= set(lora.columns):
+        lora = lora[lora.model == model]
+        excluded = int(((lora.gain_low > 0) | (lora.gain_high < 0)).sum())
+        lines.append(
+            f"- **Whether LoRA will pay.** On {len(lora)} tasks, the gain of LoRA over the probe has an interval "
+            f"that excludes 0 on {excluded}; with so few, NTPS cannot be said to predict it here (the LoRA chapter).")
+    lines.append(
+        f"- **When the bounds say NTPS can be trusted**: many more texts than dimensions (here N / d = "
+        f"{n_train / width:.2f}), a small k, and k below p, the rank of S_xx (p <= min(N, d) = {min(n_train, width)} "
+        "here): at k >= p every task scores exactly 1.")
+    return "\n".join(lines)

@@ -61,10 +61,14 @@ def notebook_sources(root: str | Path | None = None) -> list[Path]:
 
 def book_notebooks(root: str | Path | None = None) -> list[Path]:
     """The notebook sources the book shows: those whose executed copy ``book/executed/<name>`` is in
-    ``_toc.yml``, in name order (so a chapter that reads another's results runs after it)."""
+    ``_toc.yml``, in name order, except that chapters reading saved results (``load_table``,
+    ``should_you_use_ntps``) come after the others."""
     folder = repo_root(root)
     toc = (folder / "_toc.yml").read_text()
-    return [source for source in notebook_sources(folder) if f"book/executed/{source.stem}" in toc]
+    shown = [source for source in notebook_sources(folder) if f"book/executed/{source.stem}" in toc]
+    # A chapter that reads saved results runs after every chapter that saves them.
+    return sorted(shown, key=lambda source: "load_table(" in source.read_text() or "should_you_use_ntps(" in
+                  source.read_text())
 
 
 def params_file(source: str | Path, profile: str) -> Path:
@@ -131,7 +135,7 @@ def _results_read(source: Path, params: dict) -> list[Path]:
     """The saved result tables (``ntps.results``) a notebook reads: those of its ``results_profile``,
     when its source calls ``load_table``. Another chapter rewriting one of them makes it stale."""
     profile = params.get("results_profile")
-    if profile is None or "load_table(" not in source.read_text():
+    if profile is None or not any(call in source.read_text() for call in ("load_table(", "should_you_use_ntps(")):
         return []
     from .cache import cache_dir
 
@@ -252,7 +256,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[ntps] {source.name} FAILED: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             return 1
         print(f"[ntps] {source.name} done in {time.perf_counter() - start:.1f} s", flush=True)
+    if not args.notebooks:
+        write_verdict(out, args.profile)
     return 0
+
+
+def write_verdict(output_dir: str | Path, profile: str) -> Path:
+    """``<output_dir>/should_you_use_ntps.md``: the answer the introduction includes, computed from
+    the results the chapters just saved (``ntps.experiments.should_you_use_ntps``)."""
+    from .experiments import should_you_use_ntps
+
+    path = Path(output_dir) / "should_you_use_ntps.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(should_you_use_ntps(profile=profile) + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -28,6 +28,19 @@ TABLE_SCHEMAS = {
         "train_mse": "in-sample least-squares probe error", "test_mse": "held-out least-squares probe error",
         "test_gain": "held-out accuracy minus the majority-class accuracy",
     },
+    # 03_correlation: every score against every target under every selection rule
+    # (``ntps.experiments.selection_table``), one row each; its meta holds the run's costs and sizes.
+    "selection": {
+        "model": "model name", "score": "ntps:<variant>, a peer metric or a baseline",
+        "family": "ntps, peer or baseline", "target": "probe target", "rule": "selection rule",
+        "estimate": "Spearman across tasks", "low": "interval, lower end", "high": "interval, upper end",
+    },
+    # 03_correlation: theorem-consistent NTPS and held-out probe accuracy of every (task, layer, k).
+    "layers": {
+        "model": "model name", "task": "task name", "layer": "hidden-state index", "k_fraction": "k / d",
+        "ntps": "theorem-consistent NTPS", "test_accuracy": "held-out probe accuracy at the layer",
+        "majority_accuracy": "held-out accuracy of the training majority class",
+    },
     # 04_lora: one row per (model, task), NTPS at the configuration fixed in advance.
     "lora": {
         "model": "model name", "task": "task name", "selection": "how (layer, k) was chosen (fixed)",

@@ -66,9 +66,23 @@ __all__ = [
     "ntps_grids",
     "ntps_layers",
     "score_layers",
+    "DEFAULT_K_FRACTION",
+    "default_k",
     "ntps_reference",
     "ntps_reference_sweep",
 ]
+
+# The k a summary reads NTPS at when none is given: a tenth of the width. Small k is where the
+# score says most (the theorem's bounds are tightest for a small autoregressive subspace, and at
+# k >= p, the rank of Sigma, every task scores 1).
+DEFAULT_K_FRACTION = 0.1
+
+
+def default_k(width: int) -> int:
+    """The default k of a summary, an absolute number: ``max(1, round(DEFAULT_K_FRACTION * d))``
+    (58 for d = 576, 410 for d = 4096)."""
+    return max(1, int(round(DEFAULT_K_FRACTION * int(width))))
+
 
 # The fractions of the released code's sweep (np.arange keeps its float quirks, e.g. 0.35000000000000003).
 REFERENCE_FRACTIONS = np.arange(0.05, 1.0, 0.05)
