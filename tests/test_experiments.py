@@ -317,3 +317,48 @@ def test_correlation_records_read_the_chosen_configuration():
     # in-sample: one configuration for every task, the one with the best correlation over all of them
     in_sample = {(r["layer"], r["k_fraction"]) for r in records if r["rule"] == "in-sample"}
     assert len(in_sample) == 1
+
+
+def _layers_table(rng, tasks=("a", "b", "c", "d"), n_layers=5):
+    return pd.DataFrame([{"model": "m", "task": t, "layer": l, "k_fraction": f, "ntps": rng.uniform(),
+                          "test_accuracy": rng.uniform(), "majority_accuracy": 0.5}
+                         for t in tasks for l in range(n_layers) for f in (0.1, 0.5)])
+
+
+def test_layer_choice_against_a_loop():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(7)
+    layers = _layers_table(rng)
+    choice = experiments.layer_choice(layers, k_fraction=0.12, near=0.05).set_index("task")
+    for task, group in layers[np.isclose(layers.k_fraction, 0.1)].groupby("task"):
+        rows = list(group.itertuples())
+        by_ntps = max(rows, key=lambda r: r.ntps)
+        by_probe = max(rows, key=lambda r: r.test_accuracy)
+        assert choice.loc[task, "ntps_best_layer"] == by_ntps.layer
+        assert choice.loc[task, "probe_best_layer"] == by_probe.layer
+        assert choice.loc[task, "accuracy_lost"] == pytest.approx(by_probe.test_accuracy - by_ntps.test_accuracy)
+        assert choice.loc[task, "within_few_points"] == (by_probe.test_accuracy - by_ntps.test_accuracy <= 0.05)
+        expected = spearmanr([r.ntps for r in rows], [r.test_accuracy for r in rows]).statistic
+        assert choice.loc[task, "spearman_over_layers"] == pytest.approx(expected)
+
+
+def test_should_you_use_ntps_reads_the_saved_results(cache):
+    from ntps import results
+
+    rng = np.random.default_rng(8)
+    layers = _layers_table(rng)
+    results.save_table("layers", layers, profile="t")
+    selection = [{"model": "m", "score": s, "family": "x", "target": "test_accuracy", "rule": "leave-one-task-out",
+                  "estimate": e, "low": e - 0.3, "high": min(e + 0.3, 1.0)}
+                 for s, e in (("ntps:theorem", 0.41), ("logme", 0.12), ("rankme", -0.2))]
+    results.save_table("selection", selection, profile="t", meta={
+        "model": "m", "n_train": 320, "width": 576, "costs": {"forward_seconds": 800.0, "ntps_seconds": 17.6,
+                                                              "probe_seconds": 5.4}})
+    text = experiments.should_you_use_ntps("t")
+    choice = experiments.layer_choice(layers, k_fraction=0.1)
+    rho = choice["spearman_over_layers"]
+    assert f"from {rho.min():+.2f} to {rho.max():+.2f}" in text
+    assert "+0.41 [+0.11, +0.71]" in text and "LogME +0.12" in text and "RankMe -0.20" in text
+    assert "N / d = 0.56" in text and "17.6 s" in text and "5.4 s" in text
+    assert "has not been run" in experiments.should_you_use_ntps("never-run")
