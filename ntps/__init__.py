@@ -29,15 +29,19 @@ _ENTRY_POINTS = {
     "probe_layers": "ntps.probes",
 }
 __all__ = [*_ENTRY_POINTS, "__version__"]
+_SUBMODULES = ("bounds", "cache", "data", "evaluate", "experiments", "extract", "features", "lora", "models",
+               "moments", "notebooks", "paper", "peers", "probes", "results", "score", "synthetic", "tiny")
 
 
 def __getattr__(name):
-    if name in _ENTRY_POINTS:
-        import importlib
+    import importlib
 
+    if name in _ENTRY_POINTS:
         value = getattr(importlib.import_module(_ENTRY_POINTS[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:  # `ntps.score.default_k` works after a bare `import ntps`
+        return importlib.import_module(f"ntps.{name}")
     raise AttributeError(f"module 'ntps' has no attribute {name!r}")
 
 
