@@ -279,7 +279,7 @@ def build_austen_novels(folders) -> tuple[list[str], list[str]]:
     books = _lazyload(folders["janeaustenr"], "janeaustenr", list(AUSTEN_NOVELS))
     texts, labels = [], []
     for key, title in AUSTEN_NOVELS.items():
-        passages = novel_passages(books[key])
+        passages = novel_passages(books[key].tolist())  # a character vector: a numpy array
         texts.extend(passages)
         labels.extend([title] * len(passages))
     return texts, labels
