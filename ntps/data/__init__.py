@@ -6,6 +6,9 @@ One loader serves both registries::
     train = load("rt_sentiment", "train")          # offline task, default size cap
     test = load("sst2", "test", max_examples=500)   # the paper's dataset, from the hub
 
+and :func:`load_dataset` takes those names and a user's own data too: a ``.csv`` or ``.jsonl``
+file, a pandas DataFrame or a Hugging Face dataset, each checked row by row.
+
 :data:`PAPER_DATASETS` are the twelve datasets of the paper (hub ids, text and label mapping, and
 the paper's split rule). They need the Hugging Face hub (Colab); offline, their loader says so.
 
@@ -23,20 +26,23 @@ other texts are present, and a smaller subsample is always part of a larger one.
 
 The package is split by concern: this module is the loader API; ``_offline`` holds the offline
 sources, the suite and its build, ``_recipes`` each task's recipe, ``_paper`` the paper's hub
-mappings, ``_splits`` the seeded splits and subsamples, ``_sources`` the registry downloads,
-archive extraction and R's lazy-load databases.
+mappings, ``_splits`` the seeded splits and subsamples, ``_user`` the reading of a user's own
+tables, ``_sources`` the registry downloads, archive extraction and R's lazy-load databases.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 # Every public name of the former module ntps/data.py stays importable from ntps.data.
 from ..fetch import FetchError
-from ._dataset import SPLITS, DataNotFetchedError, DatasetNotFoundError, HubUnavailableError, TextDataset
+from ._dataset import (SPLITS, DataFormatError, DataNotFetchedError, DatasetNotFoundError, HubUnavailableError,
+                       TextDataset)
 from ._offline import (DEFAULT_CAP, FETCH_COMMAND, OFFLINE_SOURCES, OFFLINE_SUITE, TASK_FORMAT, TASK_RECIPE,
                        OfflineSource, OfflineTask, _load_offline, build_task, fetch_offline_suite, fetch_source,
                        suite_summary)
@@ -47,11 +53,12 @@ from ._recipes import (AUSTEN_NOVELS, FORTUNE_TOPICS, build_austen_novels, build
                        build_spam_assassin, clean_examples, email_body, html_to_text, normalise_text,
                        novel_paragraphs, novel_passages, parse_fortunes, split_sentences)
 from ._splits import SPLIT_SEED, TEST_FRACTION, stratified_split, stratified_subsample
+from ._user import USER_FILE_SUFFIXES, read_user_file, read_user_table, table_to_dataset
 
 __all__ = [
-    "TextDataset", "DatasetNotFoundError", "DataNotFetchedError", "HubUnavailableError",
+    "TextDataset", "DatasetNotFoundError", "DataNotFetchedError", "HubUnavailableError", "DataFormatError",
     "PaperDataset", "PAPER_DATASETS", "OfflineSource", "OfflineTask", "OFFLINE_SOURCES", "OFFLINE_SUITE",
-    "SPLITS", "load", "available", "fetch_offline_suite", "fetch_source", "build_task",
+    "SPLITS", "load", "load_dataset", "subsample", "available", "fetch_offline_suite", "fetch_source", "build_task",
     "paper_splits", "map_paper_rows", "hf_train_test_split", "stratified_split", "stratified_subsample",
     "clean_examples", "suite_summary",
 ]
@@ -132,3 +139,102 @@ def subsample(dataset: TextDataset, n: int | None, *, seed: int = 0) -> TextData
     keep = stratified_subsample(dataset.texts, dataset.labels, n, seed=seed)
     return TextDataset([dataset.texts[i] for i in keep], dataset.labels[keep], dataset.classes, name=dataset.name,
                        split=dataset.split, source=dataset.source, license=dataset.license)
+
+
+def load_dataset(source, split: str | None = "train", *, text: str = "text", label: str = "label",
+                 classes: Sequence[str] | None = None, max_examples: int | str | None = None,
+                 seed: int = 0) -> TextDataset:
+    r"""Labelled texts from a registered task or from your own data, as a :class:`TextDataset`.
+
+    Parameters
+    ----------
+    source : str, path, pandas.DataFrame, Hugging Face dataset or TextDataset
+        A task name that :func:`load` knows (then ``split``, ``max_examples`` and ``seed`` go to
+        it); the path of a ``.csv`` file (a header row, then one row per text) or a ``.jsonl``
+        file (one JSON object per line); a pandas DataFrame; a Hugging Face ``datasets.Dataset``
+        (anything with ``column_names`` whose columns are read by name), or a ``DatasetDict``,
+        whose ``split`` is taken; or a TextDataset, returned as it is.
+    split : str or None
+        For a task: "train" or "test". For your own table: ignored unless the table has a
+        ``split`` column, whose rows equal to ``split`` are then taken (None: every row).
+    text, label : str
+        The columns (CSV, DataFrame, dataset) or fields (JSONL) holding the texts and labels.
+    classes : sequence of str, optional
+        The class names in label order. Without it, labels that are all integers (or strings of
+        digits, as in a CSV) are kept as they are, with class names "0".."max" (a Hugging Face
+        ``ClassLabel``'s names when it has some); other labels are class names, numbered 0..C-1 in
+        sorted order. With it, integer labels index it and other labels must be among it.
+    max_examples : int, "all" or None
+        None or "all": every row (for a task: its default cap); an int: a stratified subsample of
+        that many, as for the registered tasks (nested across sizes for one seed).
+    seed : int
+        Which subsample.
+
+    Returns
+    -------
+    TextDataset
+        Named after the file's stem, "dataframe" or the dataset; texts exactly as given; labels
+        encoded over the whole table, so every split of one table numbers its classes alike.
+
+    Raises
+    ------
+    DataFormatError
+        One line naming the file (or table), the line (JSONL: the line of the file; CSV: the
+        row, the header being row 1) and the fix: a missing column or field, a missing, empty or
+        non-string text, a missing label, a malformed JSONL line, or fewer than two classes.
+
+    Examples
+    --------
+    A DataFrame with string labels; the classes are numbered in sorted order:
+
+    >>> import pandas as pd
+    >>> from ntps.data import load_dataset
+    >>> reviews = pd.DataFrame({"text": ["a fine film", "a dull film", "wonderful", "awful acting"],
+    ...                         "label": ["pos", "neg", "pos", "neg"]})
+    >>> dataset = load_dataset(reviews)
+    >>> dataset
+    TextDataset('dataframe', split='', 4 texts, 2 classes ['neg', 'pos'])
+    >>> dataset.labels.tolist()
+    [1, 0, 1, 0]
+
+    A CSV file with a ``split`` column gives the rows of one split; integer labels are kept:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "reviews.csv"
+    >>> _ = path.write_text("text,label,split\n"
+    ...                     "a fine film,1,train\n"
+    ...                     "a dull film,0,train\n"
+    ...                     "wonderful,1,test\n"
+    ...                     "awful acting,0,test\n")
+    >>> test = load_dataset(path, "test", classes=["negative", "positive"])
+    >>> test.texts, test.labels.tolist(), test.classes
+    (['wonderful', 'awful acting'], [1, 0], ['negative', 'positive'])
+
+    A problem is named with its place in the file and the fix:
+
+    >>> _ = path.write_text("text,label\na fine film,pos\n,neg\n")
+    >>> try:
+    ...     load_dataset(path)
+    ... except ValueError as error:
+    ...     print(error)
+    /.../reviews.csv, row 3: the text is empty; give every row a non-empty text, or drop the row
+    >>> folder.cleanup()
+    """
+    if isinstance(source, TextDataset):
+        dataset = source
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        if name in OFFLINE_SUITE or name in PAPER_DATASETS:
+            if (text, label, classes) != ("text", "label", None):
+                raise ValueError(f"text=, label= and classes= describe your own tables; {name!r} is a registered "
+                                 "dataset, whose columns are known")
+            return load(name, split, max_examples=max_examples, seed=seed)
+        if Path(name).suffix.lower() not in USER_FILE_SUFFIXES and not Path(name).exists():
+            raise DatasetNotFoundError(_unknown_name_message(name) + " Your own data: the path of a .csv or .jsonl "
+                                       "file, a pandas DataFrame or a Hugging Face dataset.")
+        dataset = table_to_dataset(read_user_file(name, text=text, label=label), split, classes)
+    else:
+        dataset = table_to_dataset(read_user_table(source, split, text=text, label=label), split, classes)
+    return subsample(dataset, _resolve_cap(max_examples, None), seed=seed)

@@ -66,3 +66,7 @@ class DataNotFetchedError(FileNotFoundError):
 class HubUnavailableError(RuntimeError):
     """A paper dataset was asked for, but the Hugging Face hub (or ``datasets``) is not available."""
 
+
+class DataFormatError(ValueError):
+    """A user's table cannot be read as labelled texts; the message names the file (or table), the
+    line or row, and the fix."""
