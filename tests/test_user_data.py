@@ -7,6 +7,7 @@ import doctest
 import importlib
 import json
 import pkgutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -174,24 +175,34 @@ def test_the_real_datasets_package_if_installed():
 
 def test_a_text_dataset_is_returned_as_is():
     dataset = TextDataset(["a", "b", "c"], np.array([0, 1, 1]), ["x", "y"], name="mine")
-    assert load_dataset(dataset) is dataset
+    assert load_dataset(dataset) is dataset and load_dataset(dataset, classes=["x", "y"]) is dataset
     assert len(load_dataset(dataset, max_examples=2)) == 2
+    with pytest.raises(ValueError, match=r"'mine' has the classes \['x', 'y'\], not \['y', 'x'\]"):
+        load_dataset(dataset, classes=["y", "x"])
 
 
-def test_a_task_name_goes_to_load(monkeypatch):
+def test_a_task_name_goes_to_load(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(data, "load", lambda *args, **kwargs: calls.append((args, kwargs)) or "loaded")
-    assert load_dataset("fortunes_topic", "test", max_examples=7, seed=2) == "loaded"
-    assert calls == [(("fortunes_topic", "test"), {"max_examples": 7, "seed": 2})]
+    loaded = TextDataset(["a", "b"], np.array([0, 1]), ["rotten", "fresh"], name="rt_sentiment")
+    monkeypatch.setattr(data, "load", lambda *args, **kwargs: calls.append((args, kwargs)) or loaded)
+    assert load_dataset("rt_sentiment", "test", max_examples=7, seed=2, root=tmp_path) is loaded
+    assert calls == [(("rt_sentiment", "test"), {"max_examples": 7, "seed": 2, "root": tmp_path})]
+    assert load_dataset("rt_sentiment", classes=["rotten", "fresh"]) is loaded  # a check, as for a test split
+    with pytest.raises(ValueError, match="has the classes"):
+        load_dataset("rt_sentiment", classes=["fresh", "rotten"])
     with pytest.raises(ValueError, match="'sst2' is a registered dataset"):
         load_dataset("sst2", text="sentence")
 
 
 def test_a_task_name_loads_what_load_loads():
+    standins = Path(__file__).parent / "data" / "offline"  # small built tasks, as `make setup` writes them
+    for split in data.SPLITS:
+        expected = data.load("fortunes_topic", split, max_examples=5, root=standins)
+        assert _same(load_dataset("fortunes_topic", split, max_examples=5, root=standins), expected)
     try:
         expected = data.load("fortunes_topic", "train", max_examples=50)
     except data.DataNotFetchedError:
-        pytest.skip("the offline datasets are not fetched: run `make setup`")
+        return  # the fetched suite is not there: the stand-ins above are the check
     assert _same(load_dataset("fortunes_topic", max_examples=50), expected)
 
 

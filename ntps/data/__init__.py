@@ -143,7 +143,7 @@ def subsample(dataset: TextDataset, n: int | None, *, seed: int = 0) -> TextData
 
 def load_dataset(source, split: str | None = "train", *, text: str = "text", label: str = "label",
                  classes: Sequence[str] | None = None, max_examples: int | str | None = None,
-                 seed: int = 0) -> TextDataset:
+                 seed: int = 0, root: str | Path | None = None) -> TextDataset:
     r"""Labelled texts from a registered task or from your own data, as a :class:`TextDataset`.
 
     Parameters
@@ -163,12 +163,16 @@ def load_dataset(source, split: str | None = "train", *, text: str = "text", lab
         The class names in label order. Without it, labels that are all integers (or strings of
         digits, as in a CSV) are kept as they are, with class names "0".."max" (a Hugging Face
         ``ClassLabel``'s names when it has some); other labels are class names, numbered 0..C-1 in
-        sorted order. With it, integer labels index it and other labels must be among it.
+        sorted order. With it, integer labels index it and other labels must be among it. For a
+        task or a TextDataset, whose classes are fixed, it is a check: they must be these (so
+        ``classes=train.classes`` makes sure a test split numbers its classes as train does).
     max_examples : int, "all" or None
         None or "all": every row (for a task: its default cap); an int: a stratified subsample of
         that many, as for the registered tasks (nested across sizes for one seed).
     seed : int
         Which subsample.
+    root : str or Path, optional
+        For an offline task, the folder holding ``tasks/``, as in :func:`load`.
 
     Returns
     -------
@@ -223,14 +227,14 @@ def load_dataset(source, split: str | None = "train", *, text: str = "text", lab
     >>> folder.cleanup()
     """
     if isinstance(source, TextDataset):
-        dataset = source
-    elif isinstance(source, (str, os.PathLike)):
+        return _check_classes(subsample(source, _resolve_cap(max_examples, None), seed=seed), classes)
+    if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
         if name in OFFLINE_SUITE or name in PAPER_DATASETS:
-            if (text, label, classes) != ("text", "label", None):
-                raise ValueError(f"text=, label= and classes= describe your own tables; {name!r} is a registered "
+            if (text, label) != ("text", "label"):
+                raise ValueError(f"text= and label= name the columns of your own tables; {name!r} is a registered "
                                  "dataset, whose columns are known")
-            return load(name, split, max_examples=max_examples, seed=seed)
+            return _check_classes(load(name, split, max_examples=max_examples, seed=seed, root=root), classes)
         if Path(name).suffix.lower() not in USER_FILE_SUFFIXES and not Path(name).exists():
             raise DatasetNotFoundError(_unknown_name_message(name) + " Your own data: the path of a .csv or .jsonl "
                                        "file, a pandas DataFrame or a Hugging Face dataset.")
@@ -238,3 +242,10 @@ def load_dataset(source, split: str | None = "train", *, text: str = "text", lab
     else:
         dataset = table_to_dataset(read_user_table(source, split, text=text, label=label), split, classes)
     return subsample(dataset, _resolve_cap(max_examples, None), seed=seed)
+
+
+def _check_classes(dataset: TextDataset, classes: Sequence[str] | None) -> TextDataset:
+    if classes is not None and [str(c) for c in classes] != dataset.classes:
+        raise ValueError(f"{dataset.name!r} has the classes {dataset.classes}, not {list(classes)}; the classes of "
+                         "a task or a TextDataset are fixed")
+    return dataset

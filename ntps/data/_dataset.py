@@ -15,7 +15,20 @@ class TextDataset:
 
     texts: the examples; labels: int array (n,) with values in 0..C-1; classes: the C class
     names (``classes[labels[i]]`` is the name of example i); name, split, source, license:
-    where the data come from and under which terms.
+    where the data come from and under which terms. Frozen: the labels array is read-only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntps.data import TextDataset
+    >>> reviews = TextDataset(["a fine film", "a dull film", "wonderful"], np.array([1, 0, 1]),
+    ...                       ["neg", "pos"], name="reviews")
+    >>> reviews
+    TextDataset('reviews', split='', 3 texts, 2 classes ['neg', 'pos'])
+    >>> reviews.class_counts()
+    {'neg': 1, 'pos': 2}
+    >>> [reviews.classes[label] for label in reviews.labels]
+    ['pos', 'neg', 'pos']
     """
 
     texts: list[str]
