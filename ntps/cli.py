@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import sys
 import time
@@ -64,35 +63,23 @@ def _models(args) -> int:
 # -- extract / merge -----------------------------------------------------------------------
 def read_local_dataset(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
     """Texts and labels from a ``.jsonl`` (objects with "text" and "label") or ``.csv`` (columns
-    text,label) file. String labels are mapped to 0..C-1 in sorted order; returns the class names."""
+    text,label) file, every row (a ``split`` column is not looked at). String labels are mapped to
+    0..C-1 in sorted order, integer labels kept; returns the class names. Read and checked by
+    :func:`ntps.data.load_dataset`, whose errors name the line and the fix."""
+    from . import data
+
     path = Path(path)
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
+    if path.suffix not in (".jsonl", ".csv"):
         raise ValueError(f"{path}: local datasets must be .jsonl or .csv files with 'text' and 'label' fields")
-    missing = [i for i, row in enumerate(rows) if "text" not in row or "label" not in row]
-    if missing:
-        raise ValueError(f"{path}: rows {missing[:5]} lack a 'text' or a 'label' field")
-    raw = [row["label"] for row in rows]
-    if all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in raw):
-        labels = np.array([int(v) for v in raw])
-        classes = [str(c) for c in range(labels.max() + 1)] if len(labels) else []
-    else:
-        classes = sorted({str(v) for v in raw})
-        labels = np.array([classes.index(str(v)) for v in raw])
-    return [str(row["text"]) for row in rows], labels, classes
+    dataset = data.load_dataset(path, split=None)
+    return dataset.texts, np.array(dataset.labels), dataset.classes  # a writable copy, as before
 
 
 def _load_texts(args):
-    if Path(args.dataset).suffix in (".jsonl", ".csv"):
-        texts, labels, classes = read_local_dataset(args.dataset)
-        return texts, labels, len(classes)
     from . import data
 
-    dataset = data.load(args.dataset, args.split, max_examples=args.max_examples, seed=args.seed)
+    # a task name or a .csv/.jsonl file; for a file, --split picks the rows of a `split` column
+    dataset = data.load_dataset(args.dataset, args.split, max_examples=args.max_examples, seed=args.seed)
     return dataset.texts, dataset.labels, len(dataset.classes)
 
 

