@@ -42,6 +42,24 @@ class Moments:
     (not yet divided by N). layers: the hidden-state index of each of the L entries.
     n_texts: N. n_pairs: number of (prefix, next token) pairs. metadata: model id, revision,
     dataset, split, max_length, dtypes, package version, ...
+
+    Examples
+    --------
+    Two shards of the same texts merge exactly into the moments of all of them:
+
+    >>> import numpy as np
+    >>> from ntps import Moments
+    >>> rng = np.random.default_rng(0)
+    >>> def shard(n):
+    ...     x, y, s = rng.standard_normal((n, 4)), np.eye(2)[rng.integers(0, 2, n)], rng.standard_normal((3 * n, 4))
+    ...     return Moments([x.T @ x], [x.T @ y], [s.T @ s], [s[:-1].T @ s[1:]], layers=[0], n_texts=n,
+    ...                    n_pairs=3 * n - 1)
+    >>> a, b = shard(10), shard(30)
+    >>> both = a.merge(b)
+    >>> both.n_texts, bool(np.allclose(both.sxx * 40, a.sum_xx + b.sum_xx))
+    (40, True)
+    >>> sorted(both.layer(0))
+    ['c0', 'c1', 'sxx', 'sxy']
     """
 
     sum_xx: np.ndarray

@@ -625,7 +625,8 @@ def score_layers(moments, k=None, *, spectral: bool = True, rtol: float | None =
     -------
     pandas.DataFrame
         Columns layer, k, k_fraction (k / d), ntps (theorem-consistent, k_u = rank of M) and
-        ntps_spectral; one row per (layer, k). A k above a layer's d_eff is left out for that layer.
+        ntps_spectral; one row per (layer, k). Where an asked-for k exceeds a layer's d_eff (too
+        few token pairs for c0 to have rank k), the row is there with NaN.
 
     Examples
     --------
@@ -658,11 +659,13 @@ def score_layers(moments, k=None, *, spectral: bool = True, rtol: float | None =
             grids = ntps_grids(**one, rtol=rtol, backend=backend, device=device)
         except ValueError as error:
             raise ValueError(f"layer {layer}: {error}") from error
-        ks = range(1, grids.theorem.size + 1) if wanted is None else [v for v in wanted if v <= grids.theorem.size]
-        for kv in ks:
-            row = {"layer": int(layer), "k": int(kv), "k_fraction": kv / width, "ntps": float(grids.theorem[kv - 1])}
+        d_eff = grids.theorem.size
+        for kv in (range(1, d_eff + 1) if wanted is None else wanted):
+            inside = kv <= d_eff  # beyond d_eff there are no more autoregressive directions to add
+            row = {"layer": int(layer), "k": int(kv), "k_fraction": kv / width,
+                   "ntps": float(grids.theorem[kv - 1]) if inside else np.nan}
             if spectral:
-                row["ntps_spectral"] = float(grids.spectral[kv - 1])
+                row["ntps_spectral"] = float(grids.spectral[kv - 1]) if inside else np.nan
             rows.append(row)
     columns = ["layer", "k", "k_fraction", "ntps"] + (["ntps_spectral"] if spectral else [])
     return pd.DataFrame(rows, columns=columns)

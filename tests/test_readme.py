@@ -23,9 +23,13 @@ def _offline_model_ready() -> bool:
 
 @pytest.mark.skipif(not _offline_model_ready(), reason="offline model not fetched (run `make setup`)")
 def test_your_own_data_block_runs_on_a_new_csv(tmp_path):
-    rows = [("A warm, funny and moving film.", "pos"), ("Dull, long and pointless.", "neg"),
-            ("I loved every minute of it.", "pos"), ("The plot makes no sense at all.", "neg"),
-            ("Beautifully shot and well acted.", "pos"), ("A waste of two hours.", "neg")]
+    good = ["A warm, funny and moving film", "I loved every minute of it", "Beautifully shot and well acted",
+            "The best thing I have seen this year", "Clever, kind and full of life", "A joy from start to end"]
+    bad = ["Dull, long and pointless", "The plot makes no sense at all", "A waste of two hours",
+           "Nothing happens, slowly, for ages", "Loud, empty and far too long", "I wanted to leave after ten minutes"]
+    # 48 reviews: enough token pairs for C_0 to have rank above k = 58 at every layer
+    rows = [(f"{text}, as review {i} says again and again.", label) for i in range(4)
+            for label, texts in (("pos", good), ("neg", bad)) for text in texts]
     with open(tmp_path / "reviews.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
@@ -36,7 +40,7 @@ def test_your_own_data_block_runs_on_a_new_csv(tmp_path):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
-    assert lines[0] == "N = 6 texts, d = 576, C = 2 classes, k = 58"
+    assert lines[0] == "N = 48 texts, d = 576, C = 2 classes, k = 58"
     values = [line.split() for line in lines[2:]]
     assert [int(layer) for layer, _ in values] == list(range(31))  # every hidden state of SmolLM2-135M
-    assert all(0.0 <= float(value) <= 1.0 + 1e-9 for _, value in values)
+    assert all(0.0 <= float(value) <= 1.0 + 1e-9 for _, value in values)  # no NaN: k is below every d_eff

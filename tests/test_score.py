@@ -536,3 +536,32 @@ def test_bad_inputs_are_caught_on_the_torch_path_too(layer):
             ntps_grid(*args, backend="torch")
     with pytest.raises(ValueError, match=r"k_u must be in \[1, 3\]"):
         ntps_grid(sxx, sxy, c0, c1, k_u=5, backend="torch")
+
+
+def test_score_layers_against_explicit_encoders():
+    from ntps.moments import Moments
+    from ntps.score import score_layers
+
+    rng = np.random.default_rng(11)
+    d, n = 8, 60
+    sums = {name: [] for name in ("sum_xx", "sum_xy", "sum_ss", "sum_sh")}
+    for _ in range(3):
+        x, y, s = rng.standard_normal((n, d)), np.eye(3)[rng.integers(0, 3, n)], rng.standard_normal((5, d))
+        sums["sum_xx"].append(x.T @ x)
+        sums["sum_xy"].append(x.T @ y)
+        sums["sum_ss"].append(s.T @ s)  # rank 5 < d: k = 6.. d are beyond d_eff
+        sums["sum_sh"].append(s.T @ rng.standard_normal((5, d)))
+    stats = Moments(**sums, layers=[0, 4, 9], n_texts=n, n_pairs=5)
+    table = score_layers(stats, k=[1, 3, 5, 7])
+    assert len(table) == 3 * 4 and list(table.layer.unique()) == [0, 4, 9]
+    for (layer, k), row in table.set_index(["layer", "k"]).iterrows():
+        one = stats.layer(layer)
+        if k > 5:
+            assert np.isnan(row.ntps) and np.isnan(row.ntps_spectral)
+            continue
+        encoder = autoregressive_subspace(one["c0"], one["c1"], k).vectors
+        assert row.ntps == pytest.approx(ntps_of_encoder(one["sxx"], one["sxy"], encoder), abs=1e-9)
+        assert row.ntps_spectral == pytest.approx(ntps_spectral_of_encoder(one["sxx"], one["sxy"], encoder), abs=1e-9)
+        assert row.k_fraction == k / d
+    with pytest.raises(ValueError, match="absolute dimension"):
+        score_layers(stats, k=0.5)
