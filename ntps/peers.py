@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._linalg import reject_complex
+
 __all__ = [
     "LogMEResult",
     "logme",
@@ -41,6 +43,7 @@ RANKME_EPS = 1e-7
 # input checks
 # --------------------------------------------------------------------------------------------
 def _check_features(features, name: str = "features") -> np.ndarray:
+    reject_complex(features, name)
     try:
         f = np.array(features, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as error:
