@@ -262,12 +262,17 @@ class Moments:
         """Write ``moments.safetensors`` and ``moments.json`` into ``folder`` (atomically).
 
         ``moments.json`` records the SHA-256 of the safetensors file and of its own content, which
-        :meth:`load` checks. ``folder`` is replaced as a whole: callers that take it from a user
-        check first that it is new or holds moments (``ntps extract``/``merge`` do).
+        :meth:`load` checks. ``folder`` is replaced as a whole, so it must be new, empty or a
+        folder of moments: anything else (a file, a folder with other files) is left as it is
+        and ``FileExistsError`` raised.
         """
         from safetensors.numpy import save_file
 
         folder = Path(folder)
+        if folder.exists() and not (folder.is_dir() and (is_moments_folder(folder) or not any(folder.iterdir()))):
+            what = "a folder with files that are not moments" if folder.is_dir() else "a file"
+            raise FileExistsError(f"{folder} is {what}; moments are saved only into a new or empty folder or over "
+                                  "other moments")
         # Through JSON first, so that the content checksum is that of what load will read back.
         info = json.loads(json.dumps({"format": FORMAT, "layers": self.layers, "n_texts": self.n_texts,
                                       "n_pairs": self.n_pairs, "metadata": self.metadata}))

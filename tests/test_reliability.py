@@ -625,3 +625,17 @@ def test_the_command_itself_prints_one_line_and_exits_2(tmp_path):
         (f"ntps merge: error: --out {table} is an existing file; ntps never replaces it: give the name of a new folder "
          "for the moments")]
     assert table.read_text() == "x,y\n"
+
+
+def test_moments_save_through_the_api_never_replaces_other_files(tmp_path):
+    data = Moments(np.eye(3)[None], np.ones((1, 3, 2)), np.eye(3)[None], np.eye(3)[None], layers=[0], n_texts=4,
+                   n_pairs=8)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "paper.tex").write_text("draft")
+    with pytest.raises(FileExistsError, match="not moments"):
+        data.save(project)
+    assert snapshot(project) == {"paper.tex": b"draft"}
+    data.save(tmp_path / "m")
+    data.save(tmp_path / "m")  # over moments: fine
+    assert Moments.load(tmp_path / "m").verified is True
