@@ -276,6 +276,7 @@ def _extract(args) -> int:
     from .models import load
 
     device = _device(args.device)
+    shard, layers = _parse_shard(args.shard), _parse_layers(args.layers)  # before any slow work
     # Under torchrun the rank is known before the process group exists: only rank 0 writes --out.
     rank = int(os.environ.get("RANK", "0")) if args.distributed else 0
     out = Path(args.out)
@@ -295,8 +296,8 @@ def _extract(args) -> int:
         model, tokenizer = load(args.model, revision=args.revision, dtype=args.dtype, device=device,
                                 trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
         result = moments(model, tokenizer, texts, labels, num_classes=num_classes, batch_size=args.batch_size,
-                         max_length=args.max_length, layers=_parse_layers(args.layers), precision=args.precision,
-                         shard=_parse_shard(args.shard), checkpoint=partial, checkpoint_every=args.checkpoint_every,
+                         max_length=args.max_length, layers=layers, precision=args.precision,
+                         shard=shard, checkpoint=partial, checkpoint_every=args.checkpoint_every,
                          progress=rank == 0, replace_checkpoint=args.overwrite,
                          metadata={"dataset": args.dataset, "split": args.split, "max_examples": args.max_examples,
                                    "seed": args.seed, "model": args.model, "revision": args.revision})
