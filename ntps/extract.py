@@ -464,36 +464,36 @@ def weights_fingerprint(model) -> str:
     Cost: one read of every weight on its own device (chunks of 2^24 words), well under the
     cost of a forward pass over a dataset.
     """
-    digest = hashlib.sha256()
+    hasher = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        hasher.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         if tensor.device.type == "meta" or tensor.numel() == 0:
             continue
         flat = tensor.detach().reshape(-1)
         positions = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _SAMPLES_PER_TENSOR),
                                    device=flat.device).round().long()
-        digest.update(flat[positions].contiguous().view(torch.uint8).cpu().numpy().tobytes())
+        hasher.update(flat[positions].contiguous().view(torch.uint8).cpu().numpy().tobytes())
         raw = flat.contiguous().view(torch.uint8)
         word = torch.int32 if raw.numel() % 4 == 0 else torch.int16 if raw.numel() % 2 == 0 else torch.uint8
         words = raw.view(word)
         total = torch.zeros((), dtype=torch.int64, device=flat.device)
         for start in range(0, words.numel(), _CHUNK_WORDS):
             total += words[start:start + _CHUNK_WORDS].to(torch.int64).sum()
-        digest.update(int(total).to_bytes(8, "little", signed=True))
-    return digest.hexdigest()
+        hasher.update(int(total).to_bytes(8, "little", signed=True))
+    return hasher.hexdigest()
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
     """SHA-256 of what decides the token ids: the fast tokenizer's full JSON, else the vocabulary,
     the special tokens and the class."""
-    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    hasher = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        digest.update(backend.to_str().encode())
+        hasher.update(backend.to_str().encode())
     else:
-        digest.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
-    digest.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+        hasher.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    hasher.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str).encode())
+    return hasher.hexdigest()
 
 
 _CHECKPOINT_ENTRIES = {"state.json", "moments"}
