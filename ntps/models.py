@@ -160,20 +160,22 @@ def _probe_hub(timeout: float) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
         return "HF_HUB_OFFLINE is set"
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    silent = f"no answer from {endpoint.netloc} within {timeout:g} s"
     outcome: list[str | None] = []
 
     def probe():
         try:
-            outcome.append(_http_status_line(endpoint, timeout))
+            # The socket's own limit is a backstop; the join below is the deadline.
+            outcome.append(_http_status_line(endpoint, timeout + 1.0))
+        except TimeoutError:
+            outcome.append(silent)
         except Exception as error:  # any failure means: not reachable  # noqa: BLE001
             outcome.append(f"{type(error).__name__}: {error}")
 
     thread = threading.Thread(target=probe, name="ntps-hub-probe", daemon=True)
     thread.start()
     thread.join(timeout)
-    if not outcome:
-        return f"no answer from {endpoint.netloc} within {timeout:g} s"
-    return outcome[0]
+    return outcome[0] if outcome else silent
 
 
 def _http_status_line(endpoint, timeout: float) -> str | None:
