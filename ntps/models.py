@@ -142,16 +142,55 @@ def _unknown_name_message(name: str) -> str:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """True if the Hugging Face hub accepts a TCP connection within ``timeout`` seconds."""
+    """True if the Hugging Face hub answers an HTTP request within ``timeout`` seconds in all.
+
+    The limit covers every step, name lookup, connection, TLS handshake and the first line of
+    the answer: the probe runs in a daemon thread that is abandoned when the time is up. A
+    server that accepts the connection but never answers (a stalled proxy, a firewall that
+    holds connections open) is therefore "unreachable" after ``timeout`` seconds, instead of
+    hanging for minutes inside ``huggingface_hub`` later. ``HF_HUB_OFFLINE=1``: False at once.
+    """
+    return _probe_hub(timeout) is None
+
+
+def _probe_hub(timeout: float) -> str | None:
+    """None if the hub answered within ``timeout`` seconds, else why not (for messages)."""
+    import threading
+
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
-        return False
+        return "HF_HUB_OFFLINE is set"
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    silent = f"no answer from {endpoint.netloc} within {timeout:g} s"
+    outcome: list[str | None] = []
+
+    def probe():
+        try:
+            # The socket's own limit is a backstop; the join below is the deadline.
+            outcome.append(_http_status_line(endpoint, timeout + 1.0))
+        except TimeoutError:
+            outcome.append(silent)
+        except Exception as error:  # any failure means: not reachable  # noqa: BLE001
+            outcome.append(f"{type(error).__name__}: {error}")
+
+    thread = threading.Thread(target=probe, name="ntps-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else silent
+
+
+def _http_status_line(endpoint, timeout: float) -> str | None:
+    """Send ``HEAD /`` to the endpoint and read the status line; None when one arrives."""
+    import ssl
+
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    with socket.create_connection((endpoint.hostname, port), timeout=timeout) as raw:
+        connection = ssl.create_default_context().wrap_socket(raw, server_hostname=endpoint.hostname) \
+            if endpoint.scheme == "https" else raw
+        connection.sendall(f"HEAD / HTTP/1.1\r\nHost: {endpoint.hostname}\r\nConnection: close\r\n\r\n".encode())
+        first = connection.recv(64)
+    if not first.startswith(b"HTTP/"):
+        return f"{endpoint.hostname} did not answer as an HTTP server"
+    return None
 
 
 def _from_pretrained(source: str | Path, *, gguf_file=None, local_files_only: bool, revision, dtype,
@@ -176,7 +215,16 @@ def _from_pretrained(source: str | Path, *, gguf_file=None, local_files_only: bo
         # A tokenizer from elsewhere: a hub id or a local folder, never with remote code.
         tokenizer_kwargs = {"local_files_only": local_files_only or Path(str(tokenizer_source)).is_dir()}
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **tokenizer_kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except Exception as error:
+        from safetensors import SafetensorError
+
+        if not isinstance(error, SafetensorError):
+            raise
+        # A truncated or damaged weights file: say which model, in one line.
+        raise ValueError(f"the weights of {source} cannot be read ({' '.join(str(error).split())}): a file is "
+                         "truncated or damaged; save or download the model again") from error
     return model, tokenizer
 
 
@@ -268,10 +316,11 @@ def _load_from_hub(hub_id: str, *, revision, dtype, trust_remote_code: bool, hub
                                 trust_remote_code=trust_remote_code, tokenizer_source=tokenizer_source)
     except OSError:
         pass
-    if not hub_reachable(hub_timeout):
+    problem = _probe_hub(hub_timeout)
+    if problem is not None:
         raise ModelNotFoundError(
             f"model {hub_id!r} is not in the local Hugging Face cache and the hub cannot be reached "
-            f"(no connection within {hub_timeout:g} s). Offline, use one of {list(OFFLINE_MODELS)} "
+            f"({problem}). Offline, use one of {list(OFFLINE_MODELS)} "
             "or a local folder saved with save_pretrained; on a machine with the hub, run again.")
     try:
         return _from_pretrained(hub_id, local_files_only=False, revision=revision, dtype=dtype,

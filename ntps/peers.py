@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._linalg import reject_complex
+
 __all__ = [
     "LogMEResult",
     "logme",
@@ -40,6 +42,7 @@ RANKME_EPS = 1e-7
 # input checks
 # --------------------------------------------------------------------------------------------
 def _check_features(features, name: str = "features") -> np.ndarray:
+    reject_complex(features, name)
     try:
         f = np.array(features, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as error:
@@ -192,7 +195,14 @@ def _maximise_profile(sigma, proj, residual0, n, d):
 
 def _class_evidence(spec: _Spectrum, t: np.ndarray, *, tol, max_iter):
     proj = spec.u.T @ t
-    residual0 = max(float(t @ t - proj @ proj), 0.0)
+    if spec.sigma.size == spec.n:
+        # U spans R^N: t lies in the column space of F and has no residual. The difference
+        # t.t - proj.proj would be round-off (~1e-16 t.t, its sign and size set by the BLAS
+        # kernels), and the profile divides it by lam ~ 1e-30 near a noise-free supremum.
+        residual0 = 0.0
+    else:
+        # The residual itself, not ||t||^2 - ||U^T t||^2: no cancellation of two large numbers.
+        residual0 = float(np.sum((t - spec.u @ proj) ** 2))
     if float(t @ t) == 0.0:
         raise ValueError("a target column is all zero: its evidence is unbounded")
     alpha, beta, converged = _fixed_point(spec.sigma, proj, residual0, spec.n, tol=tol, max_iter=max_iter)

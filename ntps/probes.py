@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._linalg import reject_complex
+
 __all__ = ["standardize", "logistic_probe", "mse_probe", "probe_layers", "majority_accuracy", "LogisticProbe",
            "MSEProbe"]
 
@@ -31,6 +33,7 @@ __all__ = ["standardize", "logistic_probe", "mse_probe", "probe_layers", "majori
 # checks
 # --------------------------------------------------------------------------------------------
 def _features(x, name: str, ndim: int = 2) -> np.ndarray:
+    reject_complex(x, name)
     try:
         arr = np.array(x, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as error:

@@ -12,3 +12,10 @@ def tiny_llama():
     from ntps.tiny import tiny_model
 
     return tiny_model("llama")
+
+
+def pytest_configure(config):
+    # The tests run on toy datasets of a few texts, fewer than the hidden size: the warnings a user
+    # gets for such data (ntps.moments.NTPSWarning) are expected here. Tests of the warnings see
+    # them all the same (pytest.warns, and the command line shows them on stderr itself).
+    config.addinivalue_line("filterwarnings", "ignore::ntps.moments.NTPSWarning")

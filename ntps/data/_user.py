@@ -236,7 +236,8 @@ def _text_problem(value) -> str | None:
     if _is_missing(value):
         return "the text is missing (null); give every row a text, or drop the row"
     if not isinstance(value, str):
-        return f"the text {_short(value)} is not a string but a {type(value).__name__}; texts must be strings"
+        kind = type(value).__name__
+        return f"the text {_short(value)} is not a string but {'an' if kind[0] in 'aeiou' else 'a'} {kind}; texts must be strings"
     if not value.strip():
         return "the text is empty; give every row a non-empty text, or drop the row"
     return None
