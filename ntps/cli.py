@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import shutil
 import sys
@@ -285,13 +286,28 @@ def _check_csv_target(path: Path) -> None:
                                   "give the name of a new file")
 
 
+_PLOT_MARK = b"ntps score heat map"
+
+
+def _check_plot_target(path: Path) -> None:
+    """``--plot`` may be new or a heat map ntps wrote before (marked in the PNG's metadata)."""
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--plot {path}: give a .png file name")
+    if path.is_symlink() or path.is_dir():
+        raise FileExistsError(f"--plot {path} is a folder or link; give the name of a new .png file")
+    if path.exists() and _PLOT_MARK not in path.read_bytes()[:4096]:
+        raise FileExistsError(f"--plot {path} exists and is not a heat map that ntps wrote; ntps never overwrites it: "
+                              "give the name of a new file")
+
+
 def _score(args) -> int:
-    from .cache import atomic_file
     from .moments import Moments, few_texts_message
-    from .score import ntps_grid
+    from .score import default_k, ntps_grid
 
     if args.csv:
         _check_csv_target(Path(args.csv))
+    if args.plot:
+        _check_plot_target(Path(args.plot))
     data = Moments.load(args.moments)
     if data.verified is False:
         _notes("score")(f"{args.moments} was saved without checksums (by an older ntps): its sums are read unverified")
@@ -305,20 +321,100 @@ def _score(args) -> int:
     if data.n_texts <= data.hidden_size:
         warnings.warn(few_texts_message(data.n_texts, data.hidden_size), _ntps_warning())
     rows = {layer: ntps_grid(**data.layer(layer), k_u=args.k_u) for layer in data.layers}
-    width = max(len(row) for row in rows.values())
+    k = args.k if args.k is not None else default_k(data.hidden_size)
     if args.csv:
-        with atomic_file(args.csv) as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["layer", *[f"k={k}" for k in range(1, width + 1)]])
-            for layer, row in rows.items():
-                writer.writerow([layer, *[f"{v:.6g}" for v in row]])
-        print(f"wrote the {len(rows)} x {width} grid to {args.csv}")
-    shown = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if k <= width} | {width})
-    print(f"NTPS of {data}: rows = layers, columns = k (dimension of the autoregressive subspace)")
-    print("layer " + "".join(f"{'k=' + str(k):>9s}" for k in shown))
-    for layer, row in rows.items():
-        print(f"{layer:5d} " + "".join(f"{row[k - 1]:9.4f}" if k <= len(row) else f"{'':9s}" for k in shown))
+        _write_grid_csv(rows, args.csv)
+    if args.plot:
+        _plot_grid(rows, k, data, args.plot)
+    if args.json:
+        json.dump(_score_json(rows, k, data, args), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    _print_summary(rows, k, data, args)
     return 0
+
+
+def _at(row, k: int) -> float:
+    """NTPS at k, or NaN where the layer has fewer than k autoregressive directions."""
+    return float(row[k - 1]) if k <= len(row) else float("nan")
+
+
+def _describe_moments(data) -> str:
+    meta = data.metadata
+    what = " / ".join(str(meta[key]) for key in ("dataset", "split") if meta.get(key))
+    return f"{meta.get('model') or 'a model'}" + (f" on {what}" if what else "")
+
+
+def _print_summary(rows: dict, k: int, data, args) -> None:
+    values = {layer: _at(row, k) for layer, row in rows.items()}
+    finite = {layer: v for layer, v in values.items() if v == v}
+    default = "a tenth of the width" if args.k is None else "--k"
+    print(f"NTPS of {_describe_moments(data)}: N = {data.n_texts} texts, d = {data.hidden_size}, "
+          f"C = {data.num_classes} classes; k = {k} dimensions of the autoregressive subspace ({default})")
+    print(f"{'layer':>5s}  {'NTPS':>7s}")
+    peak = max(finite, key=finite.get) if finite else None
+    for layer, value in values.items():
+        bar = "#" * int(round(30 * value)) if value == value else ""
+        note = "  <- peak" if layer == peak else ("  (fewer than k directions)" if value != value else "")
+        print(f"{layer:5d}  {value:7.4f}  {bar}{note}" if value == value else f"{layer:5d}  {'-':>7s}{note}")
+    if peak is not None:
+        print(f"NTPS at k = {k} peaks at layer {peak} ({finite[peak]:.4f}). Every k: --json (records), --csv FILE "
+              "(grid), --plot FILE.png (heat map); what the numbers mean: the book's quickstart")
+
+
+def _score_json(rows: dict, k: int, data, args) -> dict:
+    records = [{"layer": int(layer), "k": int(kv), "ntps": float(value)}
+               for layer, row in rows.items() for kv, value in enumerate(row, start=1)]
+    summary = {layer: _at(row, k) for layer, row in rows.items()}
+    finite = {layer: v for layer, v in summary.items() if v == v}
+    meta = {"moments": str(args.moments), "n_texts": data.n_texts, "n_pairs": data.n_pairs,
+            "hidden_size": data.hidden_size, "num_classes": data.num_classes, "layers": list(data.layers),
+            "k_u": args.k_u, "summary_k": k, "peak_layer": max(finite, key=finite.get) if finite else None,
+            "partial": bool(data.is_partial), "n_at_most_d": data.n_texts <= data.hidden_size,
+            "extraction": json.loads(json.dumps(data.metadata, default=str))}
+    return {"metadata": meta, "records": records}
+
+
+def _write_grid_csv(rows: dict, target: str) -> None:
+    from .cache import atomic_file
+
+    width = max(len(row) for row in rows.values())
+    with atomic_file(target) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["layer", *[f"k={k}" for k in range(1, width + 1)]])
+        for layer, row in rows.items():
+            writer.writerow([layer, *[f"{v:.6g}" for v in row], *[""] * (width - len(row))])
+    print(f"wrote the {len(rows)} x {width} grid to {target}", file=sys.stderr)
+
+
+def _plot_grid(rows: dict, k: int, data, target: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install matplotlib (or leave out --plot)") from None
+    from .cache import atomic_file
+
+    width = max(len(row) for row in rows.values())
+    grid = np.full((len(rows), width), np.nan)
+    for position, row in enumerate(rows.values()):
+        grid[position, :len(row)] = row
+    fig, ax = plt.subplots(figsize=(9, 0.18 * len(rows) + 2.2))
+    image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1,
+                      extent=(0.5, width + 0.5, -0.5, len(rows) - 0.5))
+    ax.set_xscale("log")
+    ax.axvline(k, color="w", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), [str(layer) for layer in rows])
+    ax.set(xlabel="k (dimensions of the autoregressive subspace, log scale)", ylabel="layer",
+           title=f"NTPS of {_describe_moments(data)} (N = {data.n_texts}, d = {data.hidden_size}); dashed: k = {k}")
+    fig.colorbar(image, ax=ax, label="NTPS")
+    fig.tight_layout()
+    with atomic_file(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata={"Software": _PLOT_MARK.decode()})
+    plt.close(fig)
+    print(f"wrote the heat map to {target}", file=sys.stderr)
 
 
 # -- arguments -------------------------------------------------------------------------------
@@ -355,7 +451,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(text).split()) or type(error).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ntps", description="Next Token Perception Score tools")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     # Also accepted after the command; SUPPRESS keeps the subparser from resetting the flag.
@@ -380,20 +476,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     extract = commands.add_parser("extract", help="moments of every layer over a dataset split", parents=[common])
     extract.add_argument("--model", required=True, help="offline name, local folder or hub id")
     extract.add_argument("--dataset", required=True, help="a dataset name (ntps.data) or a .jsonl/.csv file")
-    extract.add_argument("--split", default="train")
+    extract.add_argument("--split", default="train",
+                         help="train or test for a task; for a file, the rows of its 'split' column equal to this")
     extract.add_argument("--out", required=True,
                          help="new folder for the moments (safetensors + JSON); an existing one only with --overwrite")
-    extract.add_argument("--max-examples", type=_max_examples, default=None)
-    extract.add_argument("--seed", type=int, default=0)
-    extract.add_argument("--revision", default=None)
+    extract.add_argument("--max-examples", type=_max_examples, default=None,
+                         help="a stratified subsample of this many texts, or 'all' (default: the task's cap; a file: all)")
+    extract.add_argument("--seed", type=int, default=0, help="which subsample --max-examples draws")
+    extract.add_argument("--revision", default=None, help="hub branch, tag or commit of the model to pin")
     extract.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    extract.add_argument("--batch-size", type=_integer_at_least(1, "texts per forward pass"), default=16)
+    extract.add_argument("--batch-size", type=_integer_at_least(1, "texts per forward pass"), default=16,
+                         help="texts per forward pass (changes the sums only by round-off)")
     extract.add_argument("--max-length", type=_integer_at_least(2, "a prefix and its next token; leave it out for "
                                                                    "no truncation"), default=None,
                          help="truncate texts to this many tokens (at least 2)")
     extract.add_argument("--layers", default="all", help="'all' or e.g. 0,8,16")
-    extract.add_argument("--precision", default="auto", choices=["auto", "float32", "split", "float64"])
+    extract.add_argument("--precision", default="auto", choices=["auto", "float32", "split", "float64"],
+                         help="how the products of prefix sums are formed (auto: split on a bf16 GPU, else float32)")
     extract.add_argument("--shard", default=None, help="i/n: this job's share of the batches")
     extract.add_argument("--checkpoint-every", type=_integer_at_least(1, "batches"), default=50,
                          help="batches between checkpoints")
@@ -412,12 +512,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.set_defaults(run=_merge)
 
     score = commands.add_parser("score", help="NTPS of every layer and k from saved moments", parents=[common])
-    score.add_argument("--moments", required=True)
+    score.add_argument("--moments", required=True, help="a folder written by ntps extract or ntps merge")
+    score.add_argument("--k", type=_integer_at_least(1, "a subspace dimension"), default=None,
+                       help="k of the per-layer summary, in dimensions (default: a tenth of the width, 58 for d = 576)")
     score.add_argument("--k-u", type=_integer_at_least(1, "a subspace dimension"), default=None,
-                       help="perception subspace dimension (default: its rank)")
-    score.add_argument("--csv", default=None, help="also write the full grid to this CSV file")
+                       help="perception subspace dimension (default: its rank, at most C - 1 or C)")
+    score.add_argument("--json", action="store_true",
+                       help="print every (layer, k, ntps) record and the metadata as JSON on stdout, nothing else")
+    score.add_argument("--csv", default=None, metavar="FILE", help="also write the layer-by-k grid to this CSV file")
+    score.add_argument("--plot", default=None, metavar="FILE.png", help="also write the layer-by-k heat map (needs matplotlib)")
     score.set_defaults(run=_score)
 
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
     args = parser.parse_args(argv)
     from .moments import NTPSWarning
 

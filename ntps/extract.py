@@ -527,6 +527,15 @@ _CHUNK_WORDS = 1 << 24
 
 
 @torch.no_grad()
+def _sample_positions(n: int, count: int) -> torch.Tensor:
+    """``min(n, count)`` evenly spaced indices into n entries, the first and the last included, in
+    exact integer arithmetic (float32 positions round past the end of a tensor of 2^24+ entries)."""
+    m = min(int(n), int(count))
+    if m <= 1:
+        return torch.zeros(m, dtype=torch.int64)
+    return torch.arange(m, dtype=torch.int64) * (int(n) - 1) // (m - 1)
+
+
 def weights_fingerprint(model) -> str:
     """A SHA-256 fingerprint of a model's weights, cheap enough to compute once per run.
 
@@ -552,8 +561,7 @@ def weights_fingerprint(model) -> str:
         if tensor.device.type == "meta" or tensor.numel() == 0:
             continue
         flat = tensor.detach().reshape(-1)
-        positions = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _SAMPLES_PER_TENSOR),
-                                   device=flat.device).round().long()
+        positions = _sample_positions(flat.numel(), _SAMPLES_PER_TENSOR).to(flat.device)
         hasher.update(flat[positions].contiguous().view(torch.uint8).cpu().numpy().tobytes())
         raw = flat.contiguous().view(torch.uint8)
         word = torch.int32 if raw.numel() % 4 == 0 else torch.int16 if raw.numel() % 2 == 0 else torch.uint8

@@ -36,7 +36,7 @@ def test_extract_shards_merge_and_score(toy_jsonl, tmp_path, capsys):
 
     assert main(["score", "--moments", str(tmp_path / "all"), "--csv", str(tmp_path / "grid.csv")]) == 0
     printed = capsys.readouterr().out
-    assert "layer" in printed and "k=1" in printed
+    assert "layer" in printed and "peaks at layer" in printed
     header, *rows = (tmp_path / "grid.csv").read_text().splitlines()
     assert len(rows) == whole.num_layers
     from ntps.score import ntps_score
@@ -56,3 +56,59 @@ def test_errors_are_reported_not_raised(toy_jsonl, tmp_path, capsys):
     assert main(["extract", "--model", "tiny-llama", "--dataset", str(bad), "--out", str(tmp_path / "y")]) == 2
     assert main(["merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "z")]) == 2
     assert "does not hold saved moments" in capsys.readouterr().err
+
+
+def test_score_summary_json_and_plot(toy_jsonl, tmp_path, capsys):
+    import warnings
+
+    from ntps.score import default_k, ntps_grid
+
+    assert main(["extract", "--model", "tiny-llama", "--dataset", str(toy_jsonl), "--batch-size", "2",
+                 "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    stats = Moments.load(tmp_path / "m")
+    grids = {layer: ntps_grid(**stats.layer(layer)) for layer in stats.layers}  # independent: the grid per layer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["score", "--moments", str(tmp_path / "m"), "--json"]) == 0
+    out = capsys.readouterr()
+    document = json.loads(out.out)  # stdout is JSON and nothing else
+    records, meta = document["records"], document["metadata"]
+    assert len(records) == sum(len(g) for g in grids.values())
+    for record in records:
+        assert record["ntps"] == pytest.approx(grids[record["layer"]][record["k"] - 1], abs=1e-12)
+    assert meta["n_texts"] == 6 and meta["hidden_size"] == stats.hidden_size and meta["num_classes"] == 2
+    k = default_k(stats.hidden_size)
+    at_k = {layer: g[k - 1] for layer, g in grids.items() if len(g) >= k}
+    assert meta["summary_k"] == k and meta["peak_layer"] == max(at_k, key=at_k.get)
+    assert meta["n_at_most_d"] is True
+
+    # the summary for people: N, d, C, k, one line per layer, the peak, and the N <= d warning on stderr
+    assert main(["score", "--moments", str(tmp_path / "m"), "--k", "2", "--plot", str(tmp_path / "heat.png")]) == 0
+    out = capsys.readouterr()
+    assert f"N = 6 texts, d = {stats.hidden_size}, C = 2 classes; k = 2 dimensions" in out.out
+    peak = max(grids, key=lambda layer: grids[layer][1])
+    assert f"peaks at layer {peak}" in out.out
+    assert "N = 6 texts <= d" in out.err
+    assert (tmp_path / "heat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second --plot onto its own heat map is fine; onto a user's picture it is refused, untouched
+    assert main(["score", "--moments", str(tmp_path / "m"), "--plot", str(tmp_path / "heat.png")]) == 0
+    mine = tmp_path / "holiday.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\nnot ours")
+    assert main(["score", "--moments", str(tmp_path / "m"), "--plot", str(mine)]) == 2
+    assert mine.read_bytes() == b"\x89PNG\r\n\x1a\nnot ours"
+    assert "never overwrites" in capsys.readouterr().err
+
+
+def test_every_option_has_a_help_text():
+    import argparse
+
+    from ntps import cli
+
+    parser = cli._build_parser()
+    for action in parser._subparsers._group_actions[0].choices.values():
+        for option in action._actions:
+            if isinstance(option, argparse._HelpAction):
+                continue
+            assert option.help, f"{action.prog} {option.option_strings or option.dest} has no help text"

@@ -639,3 +639,15 @@ def test_moments_save_through_the_api_never_replaces_other_files(tmp_path):
     data.save(tmp_path / "m")
     data.save(tmp_path / "m")  # over moments: fine
     assert Moments.load(tmp_path / "m").verified is True
+
+
+def test_fingerprint_positions_stay_inside_large_tensors():
+    # a float32 linspace put the last position of SmolLM2's 49152 x 576 embedding one past its end
+    from ntps.extract import _sample_positions
+
+    for n in (1, 2, 1023, 1024, 1025, 49152 * 576, 2**24 + 1, 151936 * 896):
+        positions = _sample_positions(n, 1024).tolist()
+        assert len(positions) == min(n, 1024) and positions[0] == 0 and positions[-1] == n - 1
+        assert positions == sorted(set(positions))  # distinct, increasing
+        step = (n - 1) / max(len(positions) - 1, 1)
+        assert all(abs(p - round(i * step)) <= 1 for i, p in enumerate(positions))  # evenly spaced
