@@ -315,7 +315,7 @@ display(Markdown("\n".join(notes)))
 #
 # The released script behind Figure 1 (`alignment_vis.py`) takes the moments of one layer over a
 # labelled dataset, computes the top two generalised eigenvectors of
-# $(\Sigma_{xy}\Sigma_{xy}^\top, \Sigma_{xx})$ (perception, $U$) and of $(C_1C_1^\top, C_0)$
+# $(S_{xy}S_{xy}^\top, \Sigma)$ (perception, $U$) and of $(C_1C_1^\top, C_0)$
 # (autoregressive, $V$), runs each word alone through the model, averages its token states at that
 # layer into $x_w$, and plots $x_w^\top u_j$ and $x_w^\top v_j$. `ntps.paper.word_projections` does
 # the same with the package's closed forms (`ntps.score.perception_subspace`,
@@ -338,7 +338,7 @@ projections.head()
 
 # %% [markdown]
 # A check before reading the picture: the perception directions are fitted to the task's labels on
-# $N$ texts. With $C = 2$ classes and these uncentred moments, $M = \Sigma_{xx}^{-1/2}\Sigma_{xy}$
+# $N$ texts. With $C = 2$ classes and these uncentred moments, $M = \Sigma^{-1/2}S_{xy}$
 # has rank 2, so the top two directions are the whole perception subspace, and its eigenvalues
 # $s_j^2$ are the shares of each one-hot label column that a linear head explains on these texts.
 # When $N \le d$ the features interpolate the labels and these shares become the class proportions
@@ -423,7 +423,7 @@ print(f"paper: Joy and Sad lie {separation.loc['paper', 'U']:.1f} spreads apart 
 #
 # The rebuild follows the released script step for step: the same word groups, each word encoded
 # alone with the tokenizer's special tokens, the mean of its token states, generalised eigenvectors
-# with the same normalisation ($U^\top\Sigma_{xx}U = I$, $V^\top C_0 V = I$), and plain inner
+# with the same normalisation ($U^\top\Sigma U = I$, $V^\top C_0 V = I$), and plain inner
 # products with the raw features. What the book could not recover, or chose differently:
 #
 # - **Model, dataset and layer.** The released coordinates do not record them. The script's
@@ -433,7 +433,7 @@ print(f"paper: Joy and Sad lie {separation.loc['paper', 'U']:.1f} spreads apart 
 #   `colab-paper` parameters use a hub model and `emotion`.
 # - **Two classes instead of six.** With two classes the perception subspace has rank 2: its top two
 #   directions are all of it. Because the moments are uncentred, that subspace always contains
-#   $\Sigma_{xx}^{-1}\bar x$ (the columns of $\Sigma_{xy}$ add up to the mean feature $\bar x$), the
+#   $\Sigma^{-1}\bar x$ (the columns of $S_{xy}$ add up to the mean feature $\bar x$), the
 #   direction a head without intercept uses to fit the constant part of the labels. With six classes
 #   the paper's top two directions were two of up to six.
 # - **How many texts.** The eigenvalue table above shows how close the perception directions are to
