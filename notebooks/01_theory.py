@@ -899,8 +899,9 @@ table = pd.DataFrame({
     "ntps": score.ntps_grid(demo.sxx, demo.sxy, demo.c0, demo.c1)[ks_ref - 1],
     "ntps, perturbed": score.ntps_grid(demo.sxx, demo_sxy, demo.c0, demo.c1)[ks_ref - 1],
 }).set_index("fraction")
-print(f"d = {ref_d}, C = {ref_classes}: a degenerate zero eigenspace of dimension {ref_d - ref_classes}; "
-      f"relative perturbation of sxy: {perturbation:g}")
+print(f"the released code sweeps f = {score.REFERENCE_FRACTIONS[0]:.2f}, {score.REFERENCE_FRACTIONS[1]:.2f}, ..., "
+      f"{score.REFERENCE_FRACTIONS[-1]:.2f}; here d = {ref_d}, C = {ref_classes}: a degenerate zero eigenspace of "
+      f"dimension {ref_d - ref_classes}; relative perturbation of sxy: {perturbation:g}")
 display(table)
 ntps_move = (table["ntps"] - table["ntps, perturbed"]).abs().max()
 released_move = (table["released, float64"] - table["released, float64, perturbed"]).abs().max()
