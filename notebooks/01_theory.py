@@ -216,7 +216,8 @@ plt.show()
 # - **Whitening changes the angles.** In raw coordinates (left) the weight vector $u$ of the probe
 #   and the weight vector $v_1$ of the autoregressive encoder point almost the same way. What they
 #   read is another matter: the cosine of the angle *after* whitening (middle) is the correlation,
-#   over the texts, of the two read-outs $u^\top x$ and $v_1^\top x$, and the cell prints it. When the
+#   over the texts, of the two read-outs $u^\top x$ and $v_1^\top x$ (uncentred, like every moment
+#   of this book), and the cell prints it. When the
 #   features have unequal variances, two nearly parallel weight vectors can read quite different
 #   features. The loss of a linear probe sees only what is read, so the whitened angle is the one
 #   that matters (section 1 shows it in the algebra).

@@ -155,7 +155,7 @@ extraction.groupby(["model", "split"]).agg(texts=("texts", "sum"), tokens=("toke
 # `06_datasets` shows the sizes) and texts are truncated to `max_length` tokens, so that the whole
 # book builds within its time budget on two CPU cores. What that implies for this page:
 
-# %%
+# %% tags=["remove-input"]
 n_train = max(s.info["n_texts"] for s in train[main_model].values())
 cap_note = (f"With at most **{n_train} training texts per task and a width of d = {width}**, "
             + ("the training features of a task are linearly separable (N <= d): in-sample probe scores say "

@@ -155,11 +155,13 @@ this_row = {"model": model_name, "tasks": f"{len(task_names)}: {', '.join(task_n
             "adapted modules": "found per architecture" if target_modules is None else ", ".join(target_modules),
             "optimiser": f"{optimizer}, lr {learning_rate:g}, {schedule}, {warmup_ratio:.0%} warm-up",
             "updates x batch": f"{steps} x {train_batch_size}" + (" (grouped by length)" if group_by_length else "")}
-texts_seen, paper_texts_seen = steps * train_batch_size, paper_updates * paper_batch
-budget_note = (f"Texts seen in training, per task: {paper_texts_seen:,} in the paper's protocol, {texts_seen:,} here "
-               f"({paper_texts_seen / texts_seen:.1f} times fewer); here each text is also truncated to {max_length} tokens.")
-display(Markdown(budget_note))
 pd.DataFrame({"paper (Figure 3)": paper_row, "this run": this_row})
+
+# %% tags=["remove-input"]
+texts_seen, paper_texts_seen = steps * train_batch_size, paper_updates * paper_batch
+display(Markdown(f"Texts seen in training, per task: {paper_texts_seen:,} in the paper's protocol, {texts_seen:,} here "
+                 f"({paper_texts_seen / texts_seen:.1f} times fewer); here each text is also truncated to "
+                 f"{max_length} tokens."))
 
 # %% [markdown]
 # ## Before fine-tuning: moments, NTPS and the probe

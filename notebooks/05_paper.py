@@ -312,7 +312,7 @@ plt.show()
 # What the two sources say, side by side (the companion's rows computed from the tables saved by the
 # chapters that produced them):
 
-# %%
+# %% tags=["remove-input"]
 def _span(rows):
     return f"{rows['estimate'].min():+.2f} to {rows['estimate'].max():+.2f}" if len(rows) else "none"
 
