@@ -44,7 +44,7 @@
 #    chapters that compute them have been run;
 # 5. rebuilds Figure 1 with the book's model, and says what differs from the paper's construction.
 #
-# Every number below is computed by `ntps` in the cell above it: nothing is typed in by hand
+# Every number on this page is computed by `ntps` in a cell of the page: nothing is typed in by hand
 # except the printed values the paper shows, held once in `ntps.paper.PRINTED_SPEARMAN`.
 
 # %% tags=["parameters"]
