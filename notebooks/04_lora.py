@@ -96,7 +96,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 import ntps
-from ntps import data, evaluate, experiments, lora, probes, results
+from ntps import data, evaluate, experiments, lora, paper, probes, results
 from ntps.notebooks import page_style
 from ntps.score import ntps_grid
 
@@ -630,3 +630,10 @@ print(f"saved {len(records)} records as 'lora' ({results_profile})")
 # paper's models for its row of Figure 3 (OpenELM needs `trust_remote_code = True`). With twelve
 # tasks the intervals are narrower but still wide; the chapter on the paper's own numbers computes
 # them for the published values.
+#
+# For reference, the Spearman correlations of NTPS with minus the gain printed in the paper's
+# Figure 3 (`ntps.paper`), one per model:
+
+# %%
+display(pd.Series({paper.MODEL_LABELS[m]: v for m, v in paper.PRINTED_SPEARMAN["3"].items()},
+                  name="printed Spearman(NTPS, -gain), Fig. 3").to_frame().T)
