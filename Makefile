@@ -54,7 +54,7 @@ test: setup
 book: setup
 	$(BIN)/python -m ntps.notebooks --profile cpu
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --builder html
-	$(BIN)/python -m ntps.bookcheck _build/html
+	$(BIN)/python -m ntps.bookcheck _build/html book/executed
 
 smoke: setup
 	$(BIN)/python -m ntps.notebooks --profile smoke --out _build/smoke

@@ -23,22 +23,31 @@
 # compare with independent computations (least squares on explicit features, principal angles,
 # random encoders), never with a second copy of the same formula.
 #
-# ```{admonition} What comes from the paper, and what the book derives
+# (provenance)=
+# ```{admonition} Where each statement of the book comes from
 # :class: note
-# **From the paper and its released code** (github.com/Yu-AngCheng/NTPS): the linear setting
-# (mean-pooled features against one-hot labels; prefix sums against the next token's state), the
-# two subspaces as reduced-rank regression solutions, that is the generalised eigenvectors of
-# $(S_{xy}S_{xy}^\top, S_{xx})$ and of $(C_1C_1^\top, C_0)$, the score as the overlap of these two
-# subspaces, and the released algorithm of the last section. The paper also states that NTPS
-# bounds the excess loss of a linear probe from above and from below (its Theorem 2).
+# **From the paper's abstract and figures** {cite:p}`cheng2025ntps`: what NTPS is meant to be (a
+# score derived in a linear setting that measures the overlap between an autoregressive and a
+# perception feature subspace, computed in closed form from representations and labelled data),
+# that it is proven to bound the excess loss from above and from below, and the empirical claims
+# (it correlates with linear-probe accuracy over twelve datasets and eight models from 270M to 8B
+# parameters, it rises after LoRA fine-tuning, it predicts LoRA's gain). Also what the three
+# figures plot and the Spearman values printed on Figures 2 and 3.
 #
-# **Derived by the book itself**: the paper's full text was not available to the authors of this
-# book, so the precise form of the theorem below, its proof, the normalisation of the score that
-# makes the theorem hold (the $\Sigma$-whitened geometry, an orthonormal basis of the perception
-# subspace, $k_u = r$), the identity for the spectrum-weighted score and the one-decomposition
-# $k$-grid are the book's own derivations. Where they differ from what the paper states, the
-# difference is the book's, not the paper's. The ill-posedness of the released variant was found by
-# checking it.
+# **From the released code and data** (github.com/Yu-AngCheng/NTPS, MIT licence): the linear
+# setting in detail (mean-pooled features against one-hot labels, prefix sums against the next
+# token's state, uncentred moments divided by the number of texts), the two subspaces as
+# generalised eigenvectors of $(S_{xy}S_{xy}^\top, \Sigma)$ and of $(C_1C_1^\top, C_0)$, the
+# released score (`K_sweep.py`, section 8), the construction of Figure 1 (`alignment_vis.py`), the
+# LoRA settings the LoRA chapter quotes (the defaults of `lora_finetuning.py`), and the values
+# behind the three figures (`fig_plot/`), which `ntps.paper` ships.
+#
+# **Derived by the book.** The paper's full text was not available to the authors of this book.
+# The exact statement of the bounds (section 5) and its proof, the normalisation of the score that
+# makes them hold (the $\Sigma$-whitened geometry, an orthonormal basis of the perception subspace,
+# $k_u = r$), the spectrum-weighted score and its identity (section 6), the one-decomposition
+# $k$ grid (section 7) and the finding that the released score is ill posed (section 8) are the
+# book's own. Where they differ from what the paper states, the difference is the book's.
 # ```
 
 # %% tags=["parameters"]
@@ -67,6 +76,7 @@ import pandas as pd
 import scipy.linalg
 import seaborn as sns
 from IPython.display import display
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 from threadpoolctl import threadpool_limits
 
 import ntps
@@ -91,6 +101,134 @@ def check(step, claim, got, expected):
 
 
 print(f"ntps {ntps.__version__}, profile {run_label}: d = {d}, C = {n_classes}, N = {n_texts}")
+
+# %% [markdown]
+# (picture)=
+# ## A picture first: two subspaces, whitening, and $k$
+#
+# NTPS compares two sets of directions in the feature space of one layer. The **perception
+# subspace** holds the directions that a linear probe reads to predict the label. The
+# **autoregressive subspace** holds the $k$ directions that best predict the next token's state;
+# $k$ is a choice, the number of such directions kept. NTPS is the share of the perception subspace
+# that the autoregressive subspace captures, a number between 0 and 1. It is measured after
+# **whitening**, the change of coordinates $z = \Sigma^{-1/2}x$ that gives the features unit variance
+# in every direction ($\Sigma$ is their second moment).
+#
+# The toy below is small enough to draw. It has one numeric target instead of a one-hot label, so
+# that the perception subspace is a single direction (nothing in the theory needs one-hot labels).
+# Its moments are written down directly, so that we can choose where the directions lie; from
+# section 1 on, they are built from token states. The cell computes each score with
+# `ntps.score.ntps_grid` and checks it against the geometry of the picture.
+
+# %%
+def rotation(degrees):
+    a = np.deg2rad(degrees)
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def psd_sqrt(a):
+    w, o = np.linalg.eigh(a)
+    return (o * np.sqrt(np.clip(w, 0.0, None))) @ o.T
+
+
+def unit(v):
+    return v / np.linalg.norm(v)
+
+
+def toy_moments(sigma_toy, q_toy, b_toy):
+    """Moments whose whitened perception direction is q_toy and whose ordered autoregressive basis
+    is the columns of b_toy: S_xy = Sigma^{1/2} q (so M = q), C_0 = Sigma and
+    C_1 = Sigma^{1/2} B diag(decreasing) B^T (so Sigma^{1/2} V_k spans the first k columns of B)."""
+    half = psd_sqrt(sigma_toy)
+    strengths = np.arange(b_toy.shape[1], 0, -1, dtype=float)
+    return sigma_toy, half @ q_toy[:, None], sigma_toy, half @ b_toy @ np.diag(strengths) @ b_toy.T
+
+
+# Two dimensions: features with variances 4 and 1/4 along axes tilted by 30 degrees. In whitened
+# coordinates the perception direction q and the autoregressive direction b_1 are 60 degrees apart,
+# placed symmetrically about the low-variance axis.
+sigma_2d = rotation(30) @ np.diag([4.0, 0.25]) @ rotation(30).T
+minor_axis = rotation(30) @ np.array([0.0, 1.0])
+q_2d, b1_2d = rotation(-30) @ minor_axis, rotation(30) @ minor_axis
+moments_2d = toy_moments(sigma_2d, q_2d, np.column_stack([b1_2d, rotation(90) @ b1_2d]))
+toy_grid_2d = score.ntps_grid(*moments_2d)
+u_raw = score.perception_subspace(*moments_2d[:2]).vectors[:, 0]  # the probe's weight vector
+v_raw = score.autoregressive_subspace(*moments_2d[2:], 1).vectors[:, 0]  # the AR encoder's
+theta = np.degrees(np.arccos(abs(q_2d @ b1_2d)))
+alpha = np.degrees(np.arccos(abs(unit(u_raw) @ unit(v_raw))))
+read_corr = abs(u_raw @ sigma_2d @ v_raw) / np.sqrt((u_raw @ sigma_2d @ u_raw) * (v_raw @ sigma_2d @ v_raw))
+check(0, "NTPS(k = 1) = cos^2 of the whitened angle (2-D toy)", toy_grid_2d[0], np.cos(np.deg2rad(theta)) ** 2)
+check(0, "cos(whitened angle) = correlation of u^T x and v^T x", read_corr, np.cos(np.deg2rad(theta)))
+check(0, "NTPS(k = d) = 1 (2-D toy)", toy_grid_2d[-1], 1.0)
+
+# Three dimensions, in whitened coordinates: b_1, b_2, b_3 are the axes, and q has squared
+# components 0.2, 0.5 and 0.3 along them.
+sigma_3d = synthetic.random_spd(3, np.random.default_rng(seed), condition=10.0)
+q_3d = np.sqrt([0.2, 0.5, 0.3])
+basis_3d = np.eye(3)
+toy_grid_3d = score.ntps_grid(*toy_moments(sigma_3d, q_3d, basis_3d))
+check(0, "NTPS(k) = squared length of q's projection on span(b_1..b_k) (3-D toy)",
+      toy_grid_3d, np.cumsum(q_3d ** 2))
+print(f"2-D toy: raw weight vectors {alpha:.0f} degrees apart (cos^2 = {np.cos(np.deg2rad(alpha)) ** 2:.2f}); "
+      f"whitened directions {theta:.0f} degrees apart; NTPS(k = 1) = {toy_grid_2d[0]:.2f} = cos^2 of the "
+      f"whitened angle, and the two read-outs u^T x, v^T x have correlation {read_corr:.2f} = its cosine")
+print("3-D toy: NTPS(k) for k = 1, 2, 3: " + ", ".join(f"{v:.2f}" for v in toy_grid_3d))
+
+cloud = np.random.default_rng(seed + 3).multivariate_normal(np.zeros(2), sigma_2d, 500)
+target = cloud @ u_raw  # what the probe reads: the colour of each point
+whitened_cloud = cloud @ np.linalg.inv(psd_sqrt(sigma_2d))  # z = Sigma^{-1/2} x (Sigma is symmetric)
+fig = plt.figure(figsize=(14.5, 4.6))
+panels = [(fig.add_subplot(1, 3, 1), cloud, unit(u_raw), unit(v_raw),
+           f"raw features $x$: the two weight vectors\nlook close ({alpha:.0f}$^\\circ$ apart)", "$u$: perception",
+           "$v_1$: autoregressive"),
+          (fig.add_subplot(1, 3, 2), whitened_cloud, q_2d, b1_2d,
+           f"whitened $z = \\Sigma^{{-1/2}}x$: {theta:.0f}$^\\circ$ apart,\n"
+           f"NTPS$(k{{=}}1) = \\cos^2 {theta:.0f}^\\circ = {toy_grid_2d[0]:.2f}$", "$q \\propto \\Sigma^{1/2}u$",
+           "$b_1 \\propto \\Sigma^{1/2}v_1$")]
+for ax, points, first_dir, second_dir, title, first_name, second_name in panels:
+    ax.scatter(points[:, 0], points[:, 1], c=target, cmap="coolwarm", s=7, alpha=0.6)
+    reach = 1.1 * np.abs(points).max()
+    for direction, colour, name in ((first_dir, "C3", first_name), (second_dir, "C0", second_name)):
+        ax.plot(*np.outer([-reach, reach], direction).T, color=colour, lw=2.2, label=name)
+    ax.set(title=title, xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal")
+    ax.legend(loc="lower right", fontsize=9)
+panels[0][0].set(xlabel="colour: the target the probe reads")
+ax3 = fig.add_subplot(1, 3, 3, projection="3d")
+plane = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=float)
+ax3.add_collection3d(Poly3DCollection([plane], alpha=0.15, facecolor="C0"))
+ax3.plot([-1.2, 1.2], [0, 0], [0, 0], color="C0", lw=2.2, label="$k = 1$: the line $b_1$")
+ax3.quiver(0, 0, 0, *q_3d, color="C3", lw=2.2, arrow_length_ratio=0.1, label="$q$")
+on_line, on_plane = np.array([q_3d[0], 0, 0]), np.array([q_3d[0], q_3d[1], 0])
+for point, style in ((on_line, ":"), (on_plane, "--")):
+    ax3.plot(*np.column_stack([q_3d, point]), color="0.3", ls=style, lw=1.2)
+    ax3.scatter(*point, color="0.3", s=14)
+ax3.plot([], [], color="C0", alpha=0.3, lw=8, label="$k = 2$: the plane of $b_1, b_2$")
+ax3.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(0, 1), xlabel="$b_1$", ylabel="$b_2$", zlabel="$b_3$",
+        title="whitened, $d = 3$: NTPS$(k)$ = " + ", ".join(f"{v:.2f}" for v in toy_grid_3d) + "\nfor $k = 1, 2, 3$")
+ax3.view_init(elev=22, azim=-60)
+ax3.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, ncol=2)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What the picture says:
+#
+# - **Whitening changes the angles.** In raw coordinates (left) the weight vector $u$ of the probe
+#   and the weight vector $v_1$ of the autoregressive encoder point almost the same way. What they
+#   read is another matter: the cosine of the angle *after* whitening (middle) is the correlation,
+#   over the texts, of the two read-outs $u^\top x$ and $v_1^\top x$ (uncentred, like every moment
+#   of this book), and the cell prints it. When the
+#   features have unequal variances, two nearly parallel weight vectors can read quite different
+#   features. The loss of a linear probe sees only what is read, so the whitened angle is the one
+#   that matters (section 1 shows it in the algebra).
+# - **NTPS is a squared cosine.** With one perception direction $q$ and one autoregressive direction
+#   $b_1$ (both whitened), NTPS is $\cos^2$ of the angle between them. With several perception
+#   directions it is the average of such squared cosines (section 4).
+# - **$k$ sets how much room the autoregressive side has.** On the right, $k = 1$ keeps the line of
+#   $b_1$, $k = 2$ the plane of $b_1$ and $b_2$, and NTPS is the squared length of the shadow of $q$ on
+#   that line or plane (dotted and dashed). It can only grow with $k$, and at $k = d$ it is 1 for
+#   every task. So an NTPS value means little without its $k$ (and its layer): every experiment of
+#   the book states both, and small $k$ is where the score tells tasks and layers apart.
 
 # %% [markdown]
 # (notation)=
@@ -169,6 +307,20 @@ pd.DataFrame([
 # $W (E^\top\Sigma E) = S_{xy}^\top E$, one of them is $W = S_{xy}^\top E\,(E^\top \Sigma E)^{+}$, and
 # at any of them
 # $L(E) = \operatorname{tr} S_{yy} - \operatorname{tr}\big(S_{xy}^\top E (E^\top\Sigma E)^{+} E^\top S_{xy}\big)$.
+#
+# **Reduced-rank regression, in one paragraph.** Without a bottleneck this is ordinary least
+# squares: the best head on all of $x$ is $W = S_{xy}^\top\Sigma^{-1}$, the regression of $y$ on $x$
+# ($\Sigma^{+}$ when $\Sigma$ is singular). Reduced-rank regression asks for the best prediction that
+# passes through $k$ numbers $E^\top x$, that is, for the best linear map from $d$ features to $C$
+# outputs of rank at most $k$. Two observations make it solvable in closed form. First, only the
+# column space of $E$ matters: a change of basis $E \to EA$ with $A$ invertible is undone by the
+# head ($W \to WA^{-\top}$), so the unknown is a $k$-dimensional subspace. Second, least squares
+# does not care how large a feature's variance is, only what it predicts. Whitening,
+# $z = \Sigma^{-1/2}x$, removes the variances (the second moment of $z$ is the identity on the range
+# of $\Sigma$), and in $z$ the ordinary regression coefficients of $y$ are a single matrix, $M$ below.
+# Choosing $E$ then means choosing which $k$-dimensional subspace of the whitened space to keep, as
+# in the middle and right panels of the [picture above](picture); section 2 finds the best one.
+#
 # Two substitutions make this geometric. First, $S_{xy} = X^\top Y/N$ lies in the column space of
 # $X^\top$, which is the range of $\Sigma$, so $S_{xy} = \Sigma^{1/2} M$ with the **whitened targets**
 #
@@ -202,7 +354,9 @@ pd.DataFrame([
 #
 # **Check.** Synthetic token states for $N$ texts (`ntps.synthetic.random_layer_moments` builds
 # them and their four moments exactly as defined above), explicit features $X$ and one-hot labels
-# $Y$; least squares with `np.linalg.lstsq` on $XE$ against `ntps.bounds.encoder_loss`.
+# $Y$; least squares with `np.linalg.lstsq` on $XE$ against `ntps.bounds.encoder_loss`, and the
+# least-squares coefficients of $Y$ on the whitened features $Z = X\Sigma^{-1/2}$ against
+# $M$ (`ntps.score.whitened_targets`).
 
 # %%
 layer = synthetic.random_layer_moments(d, n_classes, n_texts, seed=seed, signal=signal)
@@ -232,6 +386,9 @@ check(1, "L(I) = tr Syy - ||M||^2 (lstsq on explicit features)", best, lstsq_mse
 E = rng.standard_normal((d, 3))
 check(1, "Delta(E) = L(E) - L(I) (lstsq on explicit features)",
       bounds.excess_loss(sxx, sxy, E), lstsq_mse(X @ E, Y) - lstsq_mse(X, Y))
+Z = X @ np.linalg.inv(psd_sqrt(sxx))  # whitened features: Z^T Z / N = I
+check(1, "regression coefficients of Y on Z = X Sigma^{-1/2} are M", np.linalg.lstsq(Z, Y, rcond=None)[0],
+      score.whitened_targets(sxx, sxy).matrix)
 print(f"tr Syy = {(Y ** 2).sum(1).mean():.1f} (one-hot labels); best linear probe L(I) = {best:.4f}, "
       f"so ||M||_F^2 = {1 - best:.4f}")
 
@@ -554,8 +711,8 @@ for name, enc, side in [("misses only q_1", U[:, 1:], 1), ("misses only q_r", U[
 # %% [markdown]
 # To see the equality case, replace the labels by targets with a flat spectrum. The outputs of the
 # perception encoder itself, $\tilde y = U^\top x$, are such targets: their cross moment is
-# $\Sigma U = \Sigma^{1/2}Q$, so their whitened targets are $Q$, with all $r$ singular values equal to
-# 1. For them both bounds coincide with the excess loss, for every encoder.
+# $\Sigma U = \Sigma^{1/2}Q$, so their whitened targets are $Q$, whose $r$ singular values all equal
+# one. For them both bounds coincide with the excess loss, for every encoder.
 
 # %%
 sxy_flat = sxx @ U  # cross moment of the targets U^T x
@@ -743,8 +900,9 @@ table = pd.DataFrame({
     "ntps": score.ntps_grid(demo.sxx, demo.sxy, demo.c0, demo.c1)[ks_ref - 1],
     "ntps, perturbed": score.ntps_grid(demo.sxx, demo_sxy, demo.c0, demo.c1)[ks_ref - 1],
 }).set_index("fraction")
-print(f"d = {ref_d}, C = {ref_classes}: a degenerate zero eigenspace of dimension {ref_d - ref_classes}; "
-      f"relative perturbation of sxy: {perturbation:g}")
+print(f"the released code sweeps f = {score.REFERENCE_FRACTIONS[0]:.2f}, {score.REFERENCE_FRACTIONS[1]:.2f}, ..., "
+      f"{score.REFERENCE_FRACTIONS[-1]:.2f}; here d = {ref_d}, C = {ref_classes}: a degenerate zero eigenspace of "
+      f"dimension {ref_d - ref_classes}; relative perturbation of sxy: {perturbation:g}")
 display(table)
 ntps_move = (table["ntps"] - table["ntps, perturbed"]).abs().max()
 released_move = (table["released, float64"] - table["released, float64, perturbed"]).abs().max()

@@ -13,6 +13,17 @@
 # %% [markdown]
 # # The bounds, checked on synthetic data
 #
+# ## What this page shows
+#
+# ```{glue:md} findings
+# :format: myst
+# ```
+#
+# These statements are computed by the cells further down this page (the cell that writes them is
+# the last one). The symbols are those of the theory chapter's [table of symbols](notation).
+#
+# ## The question
+#
 # The previous page proved that for every encoder $V$ the excess loss of the best linear probe on
 # $V^\top x$ lies between two multiples of $r\,(1 - \mathrm{NTPS}(V))$:
 #
@@ -30,7 +41,7 @@
 # paper {cite:t}`cheng2025ntps` states that NTPS bounds the excess loss from both sides.
 #
 # Every number on this page is computed by the cells below with `ntps`; the prose describes what
-# the numbers show and the summary at the end prints them.
+# the numbers show, and the findings above quote them.
 
 # %% tags=["parameters"]
 run_label = "book-cpu"  # a name for this size profile, printed with the results
@@ -56,6 +67,7 @@ released_settings = [["float64", 1.0e-9], ["float32", 1.0e-9], ["float32", 1.0e-
 package_source = None  # what Colab pip-installs; `make book` fills it in from _config.yml
 
 # %%
+import IPython
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -69,6 +81,12 @@ from ntps import bounds, score, synthetic
 from ntps.notebooks import page_style
 
 page_style(precision=4)
+
+try:  # the book pastes the findings at the top of the page (MyST-NB glue) ...
+    from myst_nb import glue
+except ImportError:  # ... elsewhere (Colab) they show where they are computed
+    def glue(name, value, display=True):
+        IPython.display.display(value)
 
 # Every matrix on this page is tiny (d <= 64): one BLAS thread is fastest. Several threads
 # competing for a few busy cores can make a 32 x 32 eigendecomposition a hundred times slower.
@@ -388,7 +406,8 @@ plt.show()
 # in the table), its quartile bands are wide, and some populations converge much later than others. NTPS with $k_u = r$ weighs every perception direction equally,
 # the weakest one $q_r$ as much as the strongest, but $q_r$ is estimated from a signal of strength
 # $s_r$ against noise of size $\sigma/\sqrt{n}$. Plotting each error against that ratio,
-# $\sigma/(s_r\sqrt{n})$, puts every population, noise level and sample size on one curve.
+# $\sigma/(s_r\sqrt{n})$, puts every population, noise level and sample size along one rising trend,
+# with a wide scatter around it (the cell prints the rank correlation).
 
 # %%
 convergence["sigma / (s_r sqrt n)"] = convergence.noise / (convergence.s_r * np.sqrt(convergence.n))
@@ -402,7 +421,7 @@ if len(resolved_part):
     ax.plot(x_ref, scale * x_ref, color="black", ls=":", label="slope 1 (at a fixed population: $n^{-1/2}$)")
 ax.set_xscale("log")
 ax.set_yscale("log")
-ax.set(title="The NTPS error is set by the weakest perception direction",
+ax.set(title="The NTPS error follows the weakest perception direction",
        xlabel="$\\sigma / (s_r \\sqrt{n})$: noise against the smallest singular value of $M$",
        ylabel="|empirical - population| NTPS")
 ax.legend(title="noise $\\sigma$", fontsize=9, loc="upper left")
@@ -496,11 +515,8 @@ plt.show()
 # fractions, where the columns taken lie entirely in the degenerate zero eigenspace of
 # $S_{xy}S_{xy}^\top$, and vanishes only near $f = 1$, where (almost) all of it is taken.
 #
-# ## What we found
-#
-# The cell below prints the findings of this run with their numbers.
-
-# %%
+# %% tags=["remove-input"]
+# The findings shown at the top of the page ("What this page shows"), composed from `found` and the tables.
 low_f = min(released.fraction)
 ntps_slopes = slopes[slopes.quantity == "NTPS"]["log-log slope of the median"]
 excess_slopes = slopes[slopes.quantity == "excess"]["log-log slope of the median"]
@@ -532,7 +548,7 @@ lines = [
     "the n^(-1/2) rate is a slope of -0.5. The median NTPS error went from "
     + ", ".join(f"{small:.3f} to {large:.4f} (σ = {noise})"
                 for noise, (small, large) in found["ntps_errors"].items()) + ".",
-    f"- **The NTPS error is set by the weakest perception direction**: its rank correlation with "
+    f"- **The NTPS error follows the weakest perception direction**: its rank correlation with "
     f"σ/(s_r √n) was {found['rank_corr']:.2f}; the median error was {found['resolved'][0]:.4f} "
     f"where that ratio is below 0.01 and {found['unresolved'][0]:.3f} where it is above 0.1.",
     f"- **The released variant is ill posed**: at f = {low_f} its value spread over a range of "
@@ -541,4 +557,4 @@ lines = [
     + ", ".join(f"{found['ntps_range_by_setting'][s]:.1e}" for s in settings)
     + " respectively, a small multiple of the perturbation itself.",
 ]
-display(Markdown("\n".join(lines)))
+glue("findings", Markdown("\n".join(lines)), display=False)

@@ -13,6 +13,18 @@
 # %% [markdown]
 # # Does NTPS predict linear-probe quality?
 #
+# ## What this page shows
+#
+# ```{glue:md} findings
+# :format: myst
+# ```
+#
+# These statements are computed from the tables further down this page (the cell that writes them
+# sits at the end); the intervals are percentile bootstrap intervals over tasks. The symbols are
+# those of the theory chapter's [table of symbols](notation).
+#
+# ## The question, and how this page tests it
+#
 # The paper's central empirical claim is that NTPS, computed from a handful of second moments of a
 # model's hidden states, correlates with how well a linear probe on the same features classifies a
 # dataset: its Figure 2 reports Spearman correlations between 0.52 and 0.82 across twelve datasets,
@@ -40,8 +52,8 @@
 # how fragile the released score's basis is on real moments, and times NTPS against training the
 # probes it is meant to replace.
 #
-# Every number in the prose below is computed in the cell next to it. With a handful of tasks the
-# intervals are wide, and the page says so wherever it matters.
+# Every number in the prose of this page is computed by a cell of the page. With a handful of tasks
+# the intervals are wide, and the page says so wherever it matters.
 
 # %% tags=["parameters"]
 model_name = "smollm2-135m"  # the model the figures show; on Colab a hub id such as "Qwen/Qwen2-0.5B"
@@ -81,6 +93,7 @@ package_source = None  # what Colab pip-installs; `make book` fills it in from _
 
 # %%
 
+import IPython
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -90,8 +103,15 @@ from IPython.display import Markdown, display
 import ntps
 from ntps import data, evaluate, experiments, paper, probes, results
 from ntps.notebooks import page_style
+from ntps.score import DEFAULT_K_FRACTION
 
 page_style(precision=3, quiet_transformers=True)
+
+try:  # the book pastes the findings at the top of the page (MyST-NB glue) ...
+    from myst_nb import glue
+except ImportError:  # ... elsewhere (Colab) they show where they are computed
+    def glue(name, value, display=True):
+        IPython.display.display(value)
 
 model_names = [model_name, *extra_models]
 task_names = list(data.OFFLINE_SUITE) if tasks is None else list(tasks)
@@ -135,7 +155,7 @@ extraction.groupby(["model", "split"]).agg(texts=("texts", "sum"), tokens=("toke
 # `06_datasets` shows the sizes) and texts are truncated to `max_length` tokens, so that the whole
 # book builds within its time budget on two CPU cores. What that implies for this page:
 
-# %%
+# %% tags=["remove-input"]
 n_train = max(s.info["n_texts"] for s in train[main_model].values())
 cap_note = (f"With at most **{n_train} training texts per task and a width of d = {width}**, "
             + ("the training features of a task are linearly separable (N <= d): in-sample probe scores say "
@@ -256,18 +276,69 @@ fig.tight_layout(rect=(0, 0.05, 1, 1))
 plt.show()
 
 # %% [markdown]
-# How strongly do the two curves move together within each task? The Spearman correlation across
-# layers, task by task (at the middle k of the curves above):
+# ### Which layer should you probe?
+#
+# This is the question a practitioner asks first, and it is asked within one task: does NTPS rank
+# the layers the way held-out probe accuracy does, and does the layer where NTPS peaks give a good
+# probe? `ntps.experiments.layer_choice` answers both, task by task: the Spearman correlation across
+# layers between NTPS and held-out probe accuracy, and the accuracy lost by probing the layer where
+# NTPS peaks instead of the layer where the probe does best. "Within a few points" means a loss of
+# at most `near` (the next cell sets it). Left: the within-task correlation at every $k$. Right: the
+# accuracy lost, at the $k$ the introduction's summary reads (`ntps.score.DEFAULT_K_FRACTION` of the
+# width, or the nearest value of this page's grid).
 
 # %%
-mid = curve_fractions[-1]
-within = []
-for task in task_names:
-    a = scores[(scores.task == task) & (scores.variant == "theorem") & np.isclose(scores.k_fraction, mid)]
-    merged = a.merge(probed[probed.task == task], on=["task", "layer"])
-    within.append({"task": task, "Spearman over layers": evaluate.correlation(merged.ntps, merged.test_accuracy)})
-within = pd.DataFrame(within).set_index("task")
-within.T
+layer_records = ntps_tables[main_model].query("variant == 'theorem'").merge(
+    probe_tables[main_model], on=["task", "layer"]).assign(model=main_model)[
+    ["model", "task", "layer", "k_fraction", "ntps", "test_accuracy", "majority_accuracy"]]
+near = 0.02  # "within a few points": at most this much held-out accuracy lost
+choice_k = float(experiments.nearest(k_fractions, DEFAULT_K_FRACTION))
+by_k = pd.concat([experiments.layer_choice(layer_records, k_fraction=f, near=near) for f in k_fractions],
+                 ignore_index=True)
+choice = by_k[np.isclose(by_k.k_fraction, choice_k)].set_index("task").reindex(task_names)
+fig, (left, right) = plt.subplots(1, 2, figsize=(13.5, 0.32 * len(task_names) + 3.4),
+                                  gridspec_kw={"width_ratios": [1.15, 1]})
+sns.lineplot(data=by_k, x="k_fraction", y="spearman_over_layers", hue="task", hue_order=task_names, lw=1,
+             alpha=0.55, marker="o", markersize=3, ax=left, legend=False)
+median_by_k = by_k.groupby("k_fraction")["spearman_over_layers"].median()
+left.plot(median_by_k.index, median_by_k.values, color="k", lw=2.4, marker="o", markersize=4, label="median over tasks")
+left.axhline(0, color="0.5", lw=0.8)
+left.axvline(choice_k, color="0.5", ls=":", lw=1.2, label=f"k = {choice_k:.2f} d (right panel)")
+left.set(ylim=(-1.05, 1.05), xlabel="k / d", ylabel="Spearman across layers",
+         title="within each task (thin lines): NTPS against\nheld-out probe accuracy across layers")
+left.legend(fontsize=9, loc="lower left")
+colours = ["C2" if ok else "C3" for ok in choice["within_few_points"]]
+right.barh(np.arange(len(choice)), choice["accuracy_lost"], color=colours, height=0.6)
+right.scatter(choice["accuracy_lost"], np.arange(len(choice)), color=colours, s=18, zorder=3)
+for y, (task, row) in enumerate(choice.iterrows()):
+    right.annotate(f"NTPS peaks at layer {row.ntps_best_layer}, the probe at {row.probe_best_layer}",
+                   (row.accuracy_lost, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+right.axvline(near, color="k", ls="--", lw=1, label=f"{near:.2f}: within a few points")
+right.set_yticks(np.arange(len(choice)), choice.index)
+right.invert_yaxis()
+right.set_xlim(0, max(3 * near, 1.9 * float(choice["accuracy_lost"].max())))
+right.set(xlabel="held-out accuracy lost by probing where NTPS peaks",
+          title=f"k = {choice_k:.2f} d: probing where NTPS peaks,\nagainst probing the best layer")
+right.legend(fontsize=9, loc="lower right")
+fig.tight_layout()
+plt.show()
+choice[["spearman_over_layers", "ntps_best_layer", "probe_best_layer", "best_accuracy", "accuracy_lost",
+        "within_few_points"]]
+
+# %% tags=["remove-input"]
+rho = choice["spearman_over_layers"]
+n_within = int(choice["within_few_points"].sum())
+layer_sentence = (
+    f"**Which layer to probe.** At k = {choice_k:.2f} d, the Spearman correlation across layers between NTPS and "
+    f"held-out probe accuracy ranges from {rho.min():+.2f} to {rho.max():+.2f} over the tasks (median "
+    f"{rho.median():+.2f}); over the whole k grid the median over tasks lies between {median_by_k.min():+.2f} and "
+    f"{median_by_k.max():+.2f}. Probing the layer where NTPS peaks instead of the best probe layer loses at most "
+    f"{near:.2f} of held-out accuracy on {n_within} of {len(choice)} tasks (the loss ranges from "
+    f"{choice['accuracy_lost'].min():.3f} to {choice['accuracy_lost'].max():.3f}). "
+    + ("Here NTPS alone found a good layer for every task." if n_within == len(choice) else
+       "NTPS narrows the choice of layer without making it: the probes need only the forward pass that NTPS "
+       "needs too, and probing every layer is the safer way to choose."))
+display(Markdown(layer_sentence))
 
 # %% [markdown]
 # ## Across tasks: the correlation, with and without selection
@@ -285,6 +356,14 @@ for model_name in models:
     peer_tables[model_name], peer_timings[model_name] = experiments.peer_table(train[model_name],
                                                                                metrics=peer_metrics, knn_k=knn_k)
 fixed_layer = int(round(fixed_layer_fraction * (depth - 1)))
+# A score at its ceiling on (nearly) every (task, layer) pair measures the ceiling, not the features:
+# the plain H-score reaches C - 1 when the training features of each class are separable (N <= d).
+h_values = peer_tables[main_model]["h_score"] if "h_score" in peer_metrics else pd.Series(dtype=float)
+at_max = 0.0
+if len(h_values):
+    classes = {t: s.moments.num_classes for t, s in train[main_model].items()}
+    at_max = np.mean([np.isclose(v, classes[t] - 1) for t, v in zip(peer_tables[main_model]["task"], h_values)])
+saturated_scores = ["h_score"] if at_max > 0.5 else []
 tables, chosen_by_model = {}, {}
 for model_name in models:
     tables[model_name], chosen_by_model[model_name] = experiments.selection_table(
@@ -303,6 +382,7 @@ families = {"ntps": 0, "peer": 1, "baseline": 2}
 def pivot(target):
     part = correlation[(correlation.model == main_model) & (correlation.target == target)].copy()
     part["Spearman [CI]"] = part.apply(interval, axis=1)
+    part["score"] = part["score"].map(lambda name: f"{name} (saturated)" if name in saturated_scores else name)
     part["order"] = part["family"].map(families)
     table = part.pivot_table(index=["order", "family", "score"], columns="rule", values="Spearman [CI]",
                              aggfunc="first")[rules]
@@ -313,6 +393,10 @@ main, main_table = pivot("test_accuracy")
 main_table
 
 # %% [markdown]
+# A peer marked *(saturated)* sits at its largest possible value on most (task, layer) pairs (the
+# plain H-score at $C - 1$ once the training features of every class are separable): its correlation
+# across tasks then follows the number of classes, and the page does not count it as support.
+#
 # The two rows at the bottom are **baselines that know nothing about the model**: the share of the
 # most frequent class in the training split, and minus the number of classes. Across tasks, probe
 # accuracy is partly a property of the task (a two-class task starts from a higher accuracy by chance
@@ -490,21 +574,16 @@ g = sns.relplot(data=peer_long, x="layer", y="value", hue="task", col="metric", 
                 height=2.6, aspect=1.35, facet_kws={"sharey": False}, hue_order=task_names)
 g.set_titles("{col_name}")
 plt.show()
-constant = [m for m in peer_metrics if peer_tables[main_model][m].nunique() <= 1]
-h_values = peer_tables[main_model]["h_score"] if "h_score" in peer_metrics else pd.Series(dtype=float)
-at_max = 0.0
 if len(h_values):
-    classes = {t: s.moments.num_classes for t, s in train[main_model].items()}
-    at_max = np.mean([np.isclose(v, classes[t] - 1) for t, v in zip(peer_tables[main_model]["task"], h_values)])
     print(f"H-score equals its maximum C - 1 on {at_max:.0%} of (task, layer) pairs: with N <= D the "
           "training features of every class are separable and the plain H-score saturates")
 
 # %% [markdown]
 # ## The released score's basis, on real moments
 #
-# The released code takes generalised eigenvectors of $(s_{xy}s_{xy}^\top, s_{xx})$ in ascending
-# order; that matrix has rank at most C, so for most fractions it reads an arbitrary basis of a
-# degenerate eigenspace. `ntps.experiments.reference_sensitivity` perturbs $s_{xy}$ by $10^{-9}$ of
+# The released code takes generalised eigenvectors of $(S_{xy}S_{xy}^\top, \Sigma)$ in ascending
+# order; $S_{xy}S_{xy}^\top$ has rank at most C, so for most fractions the code reads an arbitrary
+# basis of a degenerate eigenspace. `ntps.experiments.reference_sensitivity` perturbs $S_{xy}$ by $10^{-9}$ of
 # its largest entry, several times, and recomputes both the released score and the theorem-consistent
 # NTPS on the real moments of the first task at three depths. The released code runs in float32;
 # running the same algorithm in float64 separates what the arbitrary basis does from what float32
@@ -639,9 +718,6 @@ cost
 # (`ntps.experiments.should_you_use_ntps`).
 
 # %%
-layer_records = ntps_tables[main_model].query("variant == 'theorem'").merge(
-    probe_tables[main_model], on=["task", "layer"]).assign(model=main_model)[
-    ["model", "task", "layer", "k_fraction", "ntps", "test_accuracy", "majority_accuracy"]]
 results.save_table("layers", layer_records, profile=results_profile)
 results.save_table("selection", correlation, profile=results_profile, meta={
     "model": main_model, "n_train": n_train, "width": width, "fixed_layer": fixed_layer,
@@ -650,13 +726,8 @@ results.save_table("selection", correlation, profile=results_profile, meta={
         "probe_seconds": float(probe_seconds)}})
 print(f"saved 'layers' ({len(layer_records)} rows) and 'selection' ({len(correlation)} rows) for {results_profile}")
 
-# %% [markdown]
-# ## What this page shows
-#
-# The statements below are computed from the tables above; the intervals are percentile bootstrap
-# intervals over tasks.
-
 # %% tags=["remove-input"]
+# The findings shown at the top of the page ("What this page shows"), composed from the tables above.
 def get(score, rule, target="test_accuracy"):
     row = correlation[(correlation.model == main_model) & (correlation.score == score) & (correlation.target == target)
                       & (correlation.rule == rule)]
@@ -697,11 +768,16 @@ lines.append(
     "its interval under held-out selection excludes 0.")
 for target, what in (("test_accuracy", "held-out accuracy"), ("test_gain", "the gain over the majority class")):
     held = correlation[(correlation.model == main_model) & (correlation.target == target)
-                       & (correlation.rule == "leave-one-task-out")]
+                       & (correlation.rule == "leave-one-task-out") & ~correlation.score.isin(saturated_scores)]
     supported = [f"{r['score'].replace('ntps:', 'NTPS ')} {interval(r)}" for _, r in held.iterrows()
                  if np.isfinite(r["estimate"]) and (r["low"] > 0 or r["high"] < 0)]
     lines.append(f"    - against {what}, the intervals that exclude 0 under held-out selection: "
                  + ("; ".join(supported) if supported else "none") + ".")
+if saturated_scores:
+    lines.append(
+        f"    - The plain H-score is left out of these lists: it sits at its maximum C - 1 on {at_max:.0%} of the "
+        f"(task, layer) pairs at {n_train} training texts per task, so across tasks it counts classes rather than "
+        "scoring the features.")
 base_out = get("majority_share", "leave-one-task-out")
 gain_theorem, gain_spectral = (get(f"ntps:{v}", "leave-one-task-out", "test_gain") for v in ("theorem", "spectral"))
 if base_out is not None and gain_theorem is not None:
@@ -710,15 +786,14 @@ if base_out is not None and gain_theorem is not None:
         f"held-out accuracy at {interval(base_out)} under the same held-out rule. Against the probe's gain over "
         f"the majority class, the held-out correlation of NTPS is {interval(gain_theorem)} (theorem) and "
         f"{interval(gain_spectral)} (spectral).")
-best_peer = main[(main.family == "peer") & (main.rule == "leave-one-task-out")].dropna(subset=["estimate"])
+best_peer = main[(main.family == "peer") & (main.rule == "leave-one-task-out")
+                 & ~main.score.str.endswith("(saturated)")].dropna(subset=["estimate"])
 if len(best_peer):
     top = best_peer.sort_values("estimate", ascending=False).iloc[0]
-    h_note = ""
-    if "h_score" in peer_metrics and len(h_values) and at_max > 0.5:
-        h_note = f"; the plain H-score sits at its maximum C - 1 on {at_max:.0%} of (task, layer) pairs at this N"
     lines.append(
         f"- **Peers.** Under held-out selection the highest peer correlation is {top['score']} at {interval(top)}, "
-        f"against {interval(t_out)} for the theorem-consistent NTPS{h_note}.")
+        f"against {interval(t_out)} for the theorem-consistent NTPS"
+        + (" (the saturated plain H-score left aside)." if saturated_scores else "."))
 train_row = get("ntps:theorem", "in-sample", "train_accuracy")
 if train_row is not None and not np.isfinite(train_row["estimate"]):
     lines.append(
@@ -741,6 +816,7 @@ gain_perm = perms["test_gain", "leave-one-task-out"]
 lines.append(
     f"- **Beyond class balance.** Against the gain over the majority class, the held-out rule's correlation for "
     f"NTPS (theorem) has a selection-aware p-value of {gain_perm.p_value:.3f}.")
+lines.append(f"- {layer_sentence}")
 ratio = ntps_seconds / max(probe_seconds, 1e-9)
 lines.append(
     f"- **Cost.** Given the moments, NTPS (theorem and spectral, every layer and every k) took {ntps_seconds:.1f} s "
@@ -748,7 +824,7 @@ lines.append(
     f"{ratio:.1f}x the probes at {n_train} training texts per task. NTPS needs a few eigendecompositions of "
     f"d x d matrices per layer whatever the number of texts; a probe's cost grows with it. Both sit on top of the "
     f"shared forward pass ({main_extraction['seconds'].sum():.0f} s when it was computed), which dominates here.")
-display(Markdown("\n".join(lines)))
+glue("findings", Markdown("\n".join(lines)), display=False)
 
 # %% [markdown]
 # ## Running the paper's setting

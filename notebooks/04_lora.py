@@ -13,6 +13,17 @@
 # %% [markdown]
 # # Does NTPS predict what LoRA adds?
 #
+# ## What this page shows
+#
+# ```{glue:md} findings
+# :format: myst
+# ```
+#
+# These statements are computed from the tables further down this page (the cell that writes them
+# sits near the end). The symbols are those of the theory chapter's [table of symbols](notation).
+#
+# ## The question, and how this page tests it
+#
 # The paper's practical promise is a prescreening tool. Before fine-tuning anything, compute NTPS
 # from a few moments of the frozen model's hidden states; a task with a **high** NTPS is one whose
 # features already suit it, so fine-tuning should add **little** over a linear probe, and a task
@@ -32,9 +43,9 @@
 # 3. NTPS of every layer again, from the fine-tuned model with its adapters merged into the weights;
 # 4. what each step cost, measured in the run, and the prescreening ratio.
 #
-# Every number in the prose is computed in the cell next to it. **On the CPU this page is a
-# demonstration of the pipeline at a budget about a thousand times smaller than the paper's**
-# (the next section says exactly what is cut); the `colab-paper` parameter file runs the paper's
+# Every number in the prose of this page is computed by a cell of the page. **On the CPU this page
+# is a demonstration of the pipeline at a much smaller budget than the paper's** (the next section
+# says exactly what is cut, and by how much); the `colab-paper` parameter file runs the paper's
 # setting on a GPU.
 
 # %% tags=["parameters"]
@@ -77,6 +88,7 @@ package_source = None  # what Colab pip-installs; `make book` fills it in from _
 # %%
 import time
 
+import IPython
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -84,11 +96,17 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 import ntps
-from ntps import data, evaluate, experiments, lora, probes, results
+from ntps import data, evaluate, experiments, lora, paper, probes, results
 from ntps.notebooks import page_style
 from ntps.score import ntps_grid
 
 page_style(precision=3, quiet_transformers=True)
+
+try:  # the book pastes the findings at the top of the page (MyST-NB glue) ...
+    from myst_nb import glue
+except ImportError:  # ... elsewhere (Colab) they show where they are computed
+    def glue(name, value, display=True):
+        IPython.display.display(value)
 
 task_names = list(tasks) if tasks is not None else list(data.OFFLINE_SUITE)
 k_fractions = experiments.k_fraction_grid(n_k)
@@ -104,10 +122,11 @@ print(f"ntps {ntps.__version__}; model {model_name}; {len(task_names)} tasks: {t
 # ## What this run does, beside the paper
 #
 # The paper fine-tunes for 5,000 updates of one text each with Adafactor at a learning rate of
-# $10^{-4}$, rank-32 adapters on the query, key and value projections, on twelve datasets of
-# thousands of texts, on GPUs. The book is rebuilt on two CPU cores within a fixed time, and one
-# LoRA update of even the 135M-parameter offline model costs seconds there (measured below). So the
-# CPU profile cuts, and says so:
+# $10^{-4}$, rank-32 adapters on the query, key and value projections (the defaults of the released
+# `lora_finetuning.py`; see the [provenance note](provenance)), on twelve datasets of thousands of
+# texts, on GPUs. The book is rebuilt on two CPU cores within a fixed time, and a LoRA update of even
+# the offline model, SmolLM2-135M-Instruct, is slow there (the cost section below measures it). So
+# the CPU profile cuts, and says so:
 #
 # * **tasks**: four of the eight offline tasks, the four with the shortest texts (the cost of an
 #   update grows with the tokens in it), chosen before any gain was seen: two sentiment-like binary
@@ -124,10 +143,11 @@ print(f"ntps {ntps.__version__}; model {model_name}; {len(task_names)} tasks: {t
 # works end to end, what each step costs, and how little four tasks can tell about a correlation.
 
 # %%
+paper_updates, paper_batch = 5000, 1  # the released lora_finetuning.py: n_steps and batch_size
 paper_row = {"model": "Qwen2, OpenELM, Llama-3 (0.27B-8B)", "tasks": "12 hub datasets",
              "texts (train / test)": "full splits", "LoRA rank / alpha / dropout": "32 / 32 / 0.05",
              "adapted modules": "q, k, v projections", "optimiser": "Adafactor, lr 1e-4, cosine, 5% warm-up",
-             "updates x batch": "5000 x 1"}
+             "updates x batch": f"{paper_updates} x {paper_batch}"}
 this_row = {"model": model_name, "tasks": f"{len(task_names)}: {', '.join(task_names)}",
             "texts (train / test)": f"{max_examples_train or 'default cap'} / {max_examples_test or 'default cap'}, "
                                     f"max {max_length} tokens",
@@ -136,6 +156,12 @@ this_row = {"model": model_name, "tasks": f"{len(task_names)}: {', '.join(task_n
             "optimiser": f"{optimizer}, lr {learning_rate:g}, {schedule}, {warmup_ratio:.0%} warm-up",
             "updates x batch": f"{steps} x {train_batch_size}" + (" (grouped by length)" if group_by_length else "")}
 pd.DataFrame({"paper (Figure 3)": paper_row, "this run": this_row})
+
+# %% tags=["remove-input"]
+texts_seen, paper_texts_seen = steps * train_batch_size, paper_updates * paper_batch
+display(Markdown(f"Texts seen in training, per task: {paper_texts_seen:,} in the paper's protocol, {texts_seen:,} here "
+                 f"({paper_texts_seen / texts_seen:.1f} times fewer); here each text is also truncated to "
+                 f"{max_length} tokens."))
 
 # %% [markdown]
 # ## Before fine-tuning: moments, NTPS and the probe
@@ -507,15 +533,11 @@ fig.legend(fontsize=8, loc="lower center", ncol=3)
 fig.tight_layout(rect=(0, 0.12, 1, 1))
 plt.show()
 print(f"one LoRA update of {train_batch_size} texts: {seconds_per_update:.2f} s; forward passes: "
-      f"{tokens_per_second:.0f} tokens/s; the paper's budget (5000 updates of one text) would take at least "
-      f"{5000 / train_batch_size * seconds_per_update / 3600:.1f} h per task here")
-
-# %% [markdown]
-# ## What this page shows
-#
-# The statements below are computed from the tables above.
+      f"{tokens_per_second:.0f} tokens/s; the paper's budget ({paper_updates} updates of {paper_batch} text) would "
+      f"take at least {paper_texts_seen / train_batch_size * seconds_per_update / 3600:.1f} h per task here")
 
 # %% tags=["remove-input"]
+# The findings shown at the top of the page ("What this page shows"), composed from the tables above.
 fixed_rows = summary[summary.rule == "fixed"].set_index("score")
 t_fix = fixed_rows.loc["ntps:theorem"]
 t_in = summary[(summary.score == "ntps:theorem") & (summary.rule == "in-sample")].iloc[0]
@@ -566,10 +588,12 @@ lines = [
     f"{forward_share:.1%} of it the forward pass; the probe and the LoRA runs "
     f"{cost.loc['all tasks', 'probe + LoRA total']:.1f} s: a "
     f"prescreening ratio of {cost.loc['all tasks', 'prescreening ratio']:.2f}. The ratio shrinks as the fine-tuning "
-    f"budget grows: at the paper's 5000 updates a LoRA run would take at least "
-    f"{5000 / train_batch_size * seconds_per_update / 3600:.1f} h per task on this machine, against seconds for NTPS.",
+    f"budget grows: at the paper's {paper_updates} updates of {paper_batch} text a LoRA run would take at least "
+    f"{paper_texts_seen / train_batch_size * seconds_per_update / 3600:.1f} h per task on this machine (one update of "
+    f"{train_batch_size} texts took {seconds_per_update:.2f} s here), against "
+    f"{cost.loc['all tasks', 'NTPS total'] / len(task_names):.1f} s per task for NTPS.",
 ]
-display(Markdown("\n".join(lines)))
+glue("findings", Markdown("\n".join(lines)), display=False)
 
 # %% [markdown]
 # The per-task results are saved (`ntps.results`) for the chapter that sets the companion's numbers
@@ -606,3 +630,10 @@ print(f"saved {len(records)} records as 'lora' ({results_profile})")
 # paper's models for its row of Figure 3 (OpenELM needs `trust_remote_code = True`). With twelve
 # tasks the intervals are narrower but still wide; the chapter on the paper's own numbers computes
 # them for the published values.
+#
+# For reference, the Spearman correlations of NTPS with minus the gain printed in the paper's
+# Figure 3 (`ntps.paper`), one per model:
+
+# %%
+display(pd.Series({paper.MODEL_LABELS[m]: v for m, v in paper.PRINTED_SPEARMAN["3"].items()},
+                  name="printed Spearman(NTPS, -gain), Fig. 3").to_frame().T)

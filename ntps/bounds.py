@@ -16,7 +16,8 @@ With s_1 >= ... >= s_r > 0 the singular values of M and NTPS computed with k_u =
 
     s_r^2 r (1 - NTPS(E))  <=  Delta(E)  <=  s_1^2 r (1 - NTPS(E)),
 
-because ``Delta = sum_j s_j^2 ||(I - Pi_E) q_j||^2`` and ``r (1 - NTPS) = sum_j ||(I - Pi_E) q_j||^2``.
+because ``Delta = sum_j s_j^2 ||(I - Pi_E) q_j||^2`` and ``r (1 - NTPS) = sum_j ||(I - Pi_E) q_j||^2``,
+with q_j the left singular vectors of M (the letters of the theory chapter's table of symbols).
 Both sides are attained when all s_j are equal. The optimal rank-k encoder is the perception
 encoder U_k, with ``Delta(U_k) = sum_{j > k} s_j^2`` (Eckart-Young).
 """

@@ -27,11 +27,13 @@ numerical range, Sigma = E diag(w) E^T with w > rtol * max(w) (E is (d, p)): the
 so norms and projections are unchanged. The autoregressive side whitens c0 on its range,
 c0 = F diag(mu) F^T, takes the eigenvectors Z of the (d_eff, d_eff) matrix
 ``G G^T, G = diag(mu^{-1/2}) F^T c1`` in descending order, and maps back, V = F diag(mu^{-1/2}) Z.
-The whole k-grid then needs one ordered orthonormal basis q_1, q_2, ... of the leading columns
+The whole k-grid then needs one ordered orthonormal basis b_1, b_2, ... of the leading columns
 of ``Sigma^{1/2} V`` (QR without pivoting; columns that add nothing, such as V directions in the
 null space of Sigma, contribute 0) and a cumulative sum::
 
-    NTPS(k) = (1/k_u) sum_{j <= k} ||q_j^T Q||^2
+    NTPS(k) = (1/k_u) sum_{j <= k} ||b_j^T Q||^2
+
+with ``Q = [q_1, ..., q_{k_u}]`` the left singular vectors of M, as in the theory chapter.
 
 See :mod:`ntps._linalg` for the tolerances (``rtol``). ``ntps_reference`` reproduces the
 released code's different (and ill-posed) algorithm for comparison with the paper.
@@ -193,8 +195,8 @@ def _k_v(k_v, d_eff: int) -> int:
 
 
 class _Contributions(NamedTuple):
-    overlaps: np.ndarray  # (k, r) (q_j^T Q_i)^2 for the ordered basis q_j of Sigma^{1/2} V_k
-    weights: np.ndarray  # (k,) ||q_j^T M||^2
+    overlaps: np.ndarray  # (k, r) (b_j^T q_i)^2 for the ordered basis b_j of Sigma^{1/2} V_k
+    weights: np.ndarray  # (k,) ||b_j^T M||^2
     total: float  # ||M||_F^2
     singular_values: np.ndarray  # (r,) of M
     d_eff: int  # rank of c0
@@ -387,10 +389,11 @@ def ntps_grid(
     """NTPS at every autoregressive rank, from one decomposition per subspace.
 
     Returns ``g`` of shape (d_eff,) with ``g[k - 1] == ntps_score(sxx, sxy, c0, c1, k_v=k, k_u=k_u)``,
-    d_eff = rank of c0. With ``q_1, q_2, ...`` the ordered orthonormal basis of the leading
-    columns of ``Sigma^{1/2} V`` (QR without pivoting; a column adding nothing gives q_j = 0)::
+    d_eff = rank of c0. With ``b_1, b_2, ...`` the ordered orthonormal basis of the leading
+    columns of ``Sigma^{1/2} V`` (QR without pivoting; a column adding nothing gives b_j = 0) and
+    ``Q = [q_1, ..., q_{k_u}]`` the top left singular vectors of ``M = Sigma^{-1/2} sxy``::
 
-        g[k - 1] = (1/k_u) sum_{j <= k} ||q_j^T Q||^2
+        g[k - 1] = (1/k_u) sum_{j <= k} ||b_j^T Q||^2
 
     ``backend="torch"`` runs the same algorithm in float64 with torch on ``device`` (e.g.
     ``"cuda"``); torch inputs are checked on their device; the result is a NumPy array.
@@ -427,7 +430,8 @@ def ntps_spectral(sxx, sxy, c0, c1, k_v: int, *, rtol: float | None = None) -> f
 def ntps_spectral_grid(
     sxx, sxy, c0, c1, *, rtol: float | None = None, backend: str = "numpy", device=None
 ) -> np.ndarray:
-    """``ntps_spectral`` at every k_v in [1, d_eff]: ``cumsum_j ||q_j^T M||^2 / ||M||_F^2``."""
+    """``ntps_spectral`` at every k_v in [1, d_eff]: ``cumsum_j ||b_j^T M||^2 / ||M||_F^2``, with b_j the
+    ordered basis of ``Sigma^{1/2} V`` (see ``ntps_grid``)."""
     parts = _grid_contributions(sxx, sxy, c0, c1, rtol, backend, device)
     return np.cumsum(parts.weights) / parts.total
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ntps import notebooks
+from ntps.bookcheck import unsupported_numbers
 from ntps.notebooks import params_file
 
 ROOT = notebooks.repo_root(Path(__file__).parent)
@@ -38,6 +39,8 @@ def test_smoke_run(source, tmp_path):
     assert injected and all(f"{name} = " in injected[0].source for name in notebooks.load_params(source, "smoke"))
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
+    # every figure quoted in the chapter's prose is computed (or set) by the chapter itself
+    assert unsupported_numbers(output) == []
     assert any("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     # Unchanged inputs: the executed copy is reused, not run again.
     stamp = output.stat().st_mtime_ns
