@@ -38,7 +38,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -715,10 +715,8 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
     (4, 2, True)
     """
     settings = (settings or ExtractionSettings()).replace(**overrides)
-    batch_size, max_length, layers, precision, shard, checkpoint_every, return_features, overlap = (
-        getattr(settings, field.name) for field in dataclasses.fields(ExtractionSettings))
     texts, labels, num_classes = _check_inputs(texts, labels, num_classes)
-    if return_features and checkpoint is not None:
+    if settings.return_features and checkpoint is not None:
         raise ValueError("return_features needs one whole pass: it cannot be combined with shard or checkpoint")
     if dtype is not None:
         from .models import _resolve_dtype
@@ -727,13 +725,41 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
     if device is not None:
         model.to(device)
     model.eval()
+    plan = _plan(model, tokenizer, texts, labels, num_classes, settings, metadata)
+    accumulator = _Accumulator(len(plan.layers), model.config.hidden_size, num_classes, plan.device)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    start_batch = _resume(accumulator, checkpoint, plan.fingerprint, replace_checkpoint)
+    features = _accumulate(model, plan, accumulator, start_batch, checkpoint, settings, progress)
+    result = _reduce(accumulator, plan)
+    return (result, features) if settings.return_features else result
+
+
+class _Plan(NamedTuple):
+    """Everything decided before the first batch runs."""
+
+    input_ids: list  # token ids of each text, truncated
+    lengths: list  # tokens per text
+    batches: list  # text indices of each batch of this shard, in running order
+    layers: list  # hidden-state indices kept
+    precision: str  # "auto" resolved for this device
+    device: torch.device
+    distributed: bool
+    onehot: torch.Tensor  # (N, C) float64 labels
+    pad_id: int
+    info: dict  # the provenance saved with the moments
+    fingerprint: str  # what a checkpoint must match to be resumed
+
+
+def _plan(model, tokenizer, texts, labels, num_classes, settings: ExtractionSettings, metadata) -> _Plan:
+    """Tokenise, check the texts and layers against the model, cut the batches of this shard, and
+    fix the provenance and the checkpoint fingerprint. Raises on every input that cannot work."""
+    max_length, shard = settings.max_length, settings.shard
     parameter = next(model.parameters())
     run_device, model_dtype = parameter.device, parameter.dtype
     if run_device.type == "mps":
         raise ValueError("the moments are summed in float64 on the model's device, and Apple's MPS has no float64: "
                          "run the extraction on the CPU (device='cpu') or a CUDA GPU")
-    if precision == "auto":
-        precision = _auto_precision(run_device, model_dtype)
+    precision = _auto_precision(run_device, model_dtype) if settings.precision == "auto" else settings.precision
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if shard is None and distributed:
@@ -755,11 +781,11 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
         raise ValueError(f"text {longest} has {lengths[longest]} tokens but the model has {positions} positions "
                          f"(max_position_embeddings); truncate with max_length={positions} (--max-length {positions})")
     if len(texts) <= model.config.hidden_size:
-        warnings.warn(NTPSWarning(few_texts_message(len(texts), model.config.hidden_size)), stacklevel=3)
+        warnings.warn(NTPSWarning(few_texts_message(len(texts), model.config.hidden_size)), stacklevel=4)
 
     num_states = getattr(model.config, "num_hidden_layers", None)
     all_layers = list(range(num_states + 1)) if num_states is not None else None
-    chosen = list(all_layers if layers is None else layers)
+    chosen = list(all_layers if settings.layers is None else settings.layers)
     if all_layers is not None:
         outside = [l for l in chosen if l not in all_layers]
         if outside:
@@ -767,55 +793,64 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
     if len(set(chosen)) != len(chosen) or not chosen:
         raise ValueError(f"layers must be distinct and non-empty, got {chosen}")
 
-    batches = plan_batches(lengths, batch_size, shard)
+    batches = plan_batches(lengths, settings.batch_size, shard)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    onehot_all = torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).to(torch.float64)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).to(torch.float64)
     model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
     # What identifies a shard: how the split was cut (batch size, shard) and what was cut (the
     # texts and labels, the tokenizer, the weights), so that merge can refuse parts that differ.
     info = {"model": model_id, "revision": getattr(model.config, "_commit_hash", None), "max_length": max_length,
             "model_dtype": str(model_dtype).removeprefix("torch."), "precision": precision,
             "device": run_device.type, "ntps_version": __version__, "torch_version": torch.__version__,
-            "batch_size": batch_size, "shard": list(shard) if shard else None,
+            "batch_size": settings.batch_size, "shard": list(shard) if shard else None,
             "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
             "tokenizer_sha256": _tokenizer_fingerprint(tokenizer), "weights_sha256": weights_fingerprint(model),
             "data_sha256": _fingerprint(texts, labels, {"C": num_classes}), **(metadata or {})}
     info.setdefault("dataset", None)
     info.setdefault("split", None)
-
-    d = model.config.hidden_size
-    accumulator = _Accumulator(len(chosen), d, num_classes, run_device)
-    backbone = _backbone(model)
-    start_batch = 0
     fingerprint = _fingerprint(texts, labels, {k: info[k] for k in ("model", "max_length", "precision", "batch_size",
                                                                     "shard", "tokenizer_sha256", "weights_sha256")}
                                | {"layers": chosen, "C": num_classes, "dtype": info["model_dtype"]})
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    saved = _read_checkpoint(checkpoint, fingerprint, replace_checkpoint) if checkpoint is not None else None
-    if saved is not None:
-        accumulator.load(saved[0])
-        start_batch = saved[1]
+    return _Plan(input_ids, lengths, batches, chosen, precision, run_device, distributed, onehot, pad_id, info,
+                 fingerprint)
 
-    total_tokens = sum(lengths[i] for batch in batches for i in batch)
-    done_tokens = sum(lengths[i] for batch in batches[:start_batch] for i in batch)
+
+def _resume(accumulator: "_Accumulator", checkpoint: Path | None, fingerprint: str, replace: bool) -> int:
+    """Load the sums of a matching checkpoint into ``accumulator``; the batch to start from."""
+    saved = _read_checkpoint(checkpoint, fingerprint, replace) if checkpoint is not None else None
+    if saved is None:
+        return 0
+    accumulator.load(saved[0])
+    return saved[1]
+
+
+def _accumulate(model, plan: _Plan, accumulator: "_Accumulator", start_batch: int, checkpoint: Path | None,
+                settings: ExtractionSettings, progress: bool):
+    """The loop: one forward pass per batch, its products added to the sums, checkpoints on the way.
+    Returns the mean-pooled features (N, L, d) with ``settings.return_features``, else None."""
     from tqdm.auto import tqdm
 
+    chosen, lengths, batches, info = plan.layers, plan.lengths, plan.batches, plan.info
+    d = model.config.hidden_size
+    backbone = _backbone(model)
+    total_tokens = sum(lengths[i] for batch in batches for i in batch)
+    done_tokens = sum(lengths[i] for batch in batches[:start_batch] for i in batch)
     bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, disable=not progress,
                desc=f"moments of {len(chosen)} layers", dynamic_ncols=True)
-    features = np.full((len(texts), len(chosen), d), np.nan, dtype=np.float32) if return_features else None
-    side = _side_stream(run_device) if overlap else None
+    features = np.full((len(lengths), len(chosen), d), np.nan, dtype=np.float32) if settings.return_features else None
+    side = _side_stream(plan.device) if settings.overlap else None
     pending = None  # (finite flags, event, batch) not yet read back
     try:
         for number in range(start_batch, len(batches)):
             batch = batches[number]
-            ids, mask = _right_padded([input_ids[i] for i in batch], pad_id, run_device)
+            ids, mask = _right_padded([plan.input_ids[i] for i in batch], plan.pad_id, plan.device)
             states = _forward_states(backbone, ids, mask)
-            pooled = torch.empty((len(batch), len(chosen), d), dtype=torch.float64, device=run_device) \
-                if return_features else None
-            inputs = (mask.sum(dim=1), _to_device(onehot_all[batch], run_device))
+            pooled = torch.empty((len(batch), len(chosen), d), dtype=torch.float64, device=plan.device) \
+                if settings.return_features else None
+            inputs = (mask.sum(dim=1), _to_device(plan.onehot[batch], plan.device))
             handed_over = (*states, *inputs) + (() if pooled is None else (pooled,))
             with side.run(*handed_over) if side else contextlib.nullcontext():
-                finite = accumulator.add_batch(states, chosen, *inputs, precision, pooled_out=pooled)
+                finite = accumulator.add_batch(states, chosen, *inputs, plan.precision, pooled_out=pooled)
                 flags, done = _flags_for_host(finite)
             del states  # with overlap, the memory waits for the side stream (record_stream), not for us
             if pooled is not None:
@@ -828,28 +863,32 @@ def extract_moments(model, tokenizer, texts: Sequence[str], labels, settings: Ex
                 _raise_if_non_finite(*pending, chosen, info)
             pending = (flags, done, batch)
             bar.update(int(sum(lengths[i] for i in batch)))
-            if checkpoint is not None and ((number + 1) % checkpoint_every == 0 or number + 1 == len(batches)):
+            last = number + 1 == len(batches)
+            if checkpoint is not None and ((number + 1) % settings.checkpoint_every == 0 or last):
                 _raise_if_non_finite(*pending, chosen, info)
                 pending = None
                 if side:
                     side.join()
-                _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), fingerprint, number + 1)
+                _save_checkpoint(checkpoint, accumulator.to_moments(chosen, info), plan.fingerprint, number + 1)
         if pending is not None:
             _raise_if_non_finite(*pending, chosen, info)
     finally:
         if side:  # also on errors: the side stream may still be writing into the sums
             side.join()
         bar.close()
+    return features
 
-    if distributed:
+
+def _reduce(accumulator: "_Accumulator", plan: _Plan) -> Moments:
+    """The sums as a :class:`Moments`; under ``torch.distributed``, all-reduced over the ranks."""
+    if plan.distributed:
         for total in (accumulator.xx, accumulator.xy, accumulator.ss, accumulator.sh):
             torch.distributed.all_reduce(total)
-        counts = torch.tensor([accumulator.n_texts, accumulator.n_pairs], dtype=torch.float64, device=run_device)
+        counts = torch.tensor([accumulator.n_texts, accumulator.n_pairs], dtype=torch.float64, device=plan.device)
         torch.distributed.all_reduce(counts)
         accumulator.n_texts, accumulator.n_pairs = (int(c) for c in counts.tolist())
-        info["shard"] = None
-    result = accumulator.to_moments(chosen, info)
-    return (result, features) if return_features else result
+        plan.info["shard"] = None
+    return accumulator.to_moments(plan.layers, plan.info)
 
 
 def _raise_if_non_finite(finite: torch.Tensor, done, batch: np.ndarray, chosen: list[int], info: dict) -> None:
