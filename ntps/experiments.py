@@ -249,8 +249,14 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
         What ``ntps.models.load`` accepts (offline name, tiny test model, folder, hub id); the name
         (with ``revision``) identifies the model in the cache key, so a local folder whose weights
         change needs ``refresh=True``.
-    task, split : str
-        A dataset of ``ntps.data`` ("rt_sentiment", "sst2", ...) and "train" or "test".
+    task : str, path, DataFrame, datasets.Dataset or TextDataset
+        A task of ``ntps.data`` ("rt_sentiment", "sst2", ...), or your own data: anything
+        :func:`ntps.load_dataset` reads. A table with a ``split`` column gives its rows of ``split``;
+        without one, every row is used for either split (give the test texts as a table of their
+        own, or add the column). Your data is keyed by its name and a fingerprint of its texts and
+        labels, so a changed file is never read back from the cache.
+    split : str
+        "train" or "test".
     model
         ``None`` (load on a cache miss), an already loaded ``(model, tokenizer)`` pair, or a
         :class:`ModelSource` (loads once, shared across calls). It must match ``model_name``,
@@ -289,7 +295,10 @@ def task_statistics(model_name: str, task: str, split: str, *, model=None, max_l
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if split not in data.SPLITS:
         raise ValueError(f"split must be one of {data.SPLITS}, got {split!r}")
-    dataset = data.load(task, split, max_examples=max_examples, seed=data_seed, root=data_root)
+    # A registered task, or the user's own data (a file, a DataFrame, a datasets.Dataset, a
+    # TextDataset): its name and a fingerprint of its texts and labels key the cache.
+    dataset = data.load_dataset(task, split, max_examples=max_examples, seed=data_seed, root=data_root)
+    task = task if isinstance(task, str) and not Path(task).suffix else dataset.name
     if len(dataset) == 0:
         raise ValueError(f"{task}/{split} holds no texts")
     layer_list = None if layers is None else sorted(int(l) for l in layers)
@@ -389,8 +398,9 @@ def run_statistics(model_names: Sequence[str], tasks: Sequence[str], *, splits: 
     ----------
     model_names : list of str
         What :func:`ntps.load_model` accepts.
-    tasks : list of str
-        Task names of ``ntps.data`` (offline tasks or the paper's hub datasets).
+    tasks : list
+        Task names of ``ntps.data`` (offline tasks or the paper's hub datasets), or your own data
+        (paths, DataFrames, ...: see :func:`task_statistics`); results are keyed by the task's name.
     splits : list of str
         Which splits to pass over ("train", "test").
     max_examples : dict, optional
@@ -432,10 +442,10 @@ def run_statistics(model_names: Sequence[str], tasks: Sequence[str], *, splits: 
                                              max_examples=caps.get(split), dtype=dtype, device=device,
                                              revision=revision, trust_remote_code=trust_remote_code,
                                              tokenizer=tokenizer, **options)
-                    stores[split][model_name][task] = result if split in keep_moments else result._replace(
-                        moments=None)
                     info = result.info
-                    rows.append({"model": shown, "task": task, "split": split, "texts": info["n_texts"],
+                    stores[split][model_name][info["task"]] = result if split in keep_moments else result._replace(
+                        moments=None)
+                    rows.append({"model": shown, "task": info["task"], "split": split, "texts": info["n_texts"],
                                  "tokens": info["n_tokens"], "seconds": info["extract_seconds"],
                                  "cached": info["cached"], "device": info["device"],
                                  "tokens/s": info["n_tokens"] / max(info["extract_seconds"], 1e-12)})

@@ -362,3 +362,25 @@ def test_should_you_use_ntps_reads_the_saved_results(cache):
     assert "+0.41 [+0.11, +0.71]" in text and "LogME +0.12" in text and "RankMe -0.20" in text
     assert "N / d = 0.56" in text and "17.6 s" in text and "5.4 s" in text
     assert "has not been run" in experiments.should_you_use_ntps("never-run")
+
+
+def test_a_users_own_table_goes_through_the_cached_pipeline(cache, source, tmp_path):
+    from ntps import data
+
+    rows = data.load("fortunes_topic", "train", root=ROOT)
+    table = pd.DataFrame({"text": rows.texts, "label": [rows.classes[y] for y in rows.labels],
+                          "split": ["train" if i % 3 else "test" for i in range(len(rows))]})
+    path = tmp_path / "my_topics.csv"
+    table.to_csv(path, index=False)
+    run = experiments.run_statistics(["tiny-llama"], [str(path)], max_length=24)
+    train = run.train["tiny-llama"]["my_topics"]  # keyed by the file's name
+    assert train.info["n_texts"] == int((table.split == "train").sum())
+    assert run.test["tiny-llama"]["my_topics"].info["n_texts"] == int((table.split == "test").sum())
+    # the same rows as a DataFrame (another name, so another cache entry) give the same features
+    again = experiments.task_statistics("tiny-llama", table, "train", model=source, max_length=24)
+    assert again.info["task"] == "dataframe" and again.info["cached"] is False
+    np.testing.assert_allclose(again.features, train.features, rtol=1e-6)
+    # a changed table is a new cache entry, never the old statistics
+    changed = table.assign(text=table.text + " (edited)")
+    fresh = experiments.task_statistics("tiny-llama", changed, "train", model=source, max_length=24)
+    assert fresh.info["cached"] is False and fresh.info["key"] != train.info["key"]
