@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import lzma
+import os
 import shutil
 import struct
 import sys
@@ -526,6 +527,43 @@ def test_a_deb_with_other_data_names_the_version_file_and_both_digests(tmp_path,
         "; nothing was written.")
     assert "https://snapshot.debian.org/binary/fortunes/" in str(caught.value)
     assert not (tmp_path / "cache" / "sources" / "fortunes").exists()
+
+
+def _fake_apt(bin_folder: Path, deb: Path | None) -> Path:
+    """``apt-get`` and ``apt-cache`` stand-ins on a PATH of their own: ``apt-get download`` copies
+    ``deb`` into the current folder (or, without one, fails as apt does for an unknown package),
+    and every call is logged."""
+    bin_folder.mkdir()
+    log = bin_folder / "calls.log"
+    download = f'cp "{deb}" .' if deb else 'echo "E: Unable to locate package $3" >&2; exit 100'
+    (bin_folder / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> "{log}"\n'
+                                        f'if [ "$1" = download ]; then {download}; fi\n')
+    (bin_folder / "apt-cache").write_text(f'#!/bin/sh\necho "apt-cache $*" >> "{log}"\necho "  Candidate: (none)"\n')
+    for tool in ("apt-get", "apt-cache"):
+        (bin_folder / tool).chmod(0o755)
+    return log
+
+
+def test_apt_get_is_asked_for_the_candidate_release_not_a_pinned_version(tmp_path, monkeypatch):
+    files = _fortune_files() | {"usr/share/doc/fortunes/copyright": b"BSD"}
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    log = _fake_apt(tmp_path / "bin", _fake_deb(tmp_path, files, version="1:1.99.1-9ubuntu2"))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    folder = data.fetch_source("fortunes", root=tmp_path / "cache")
+    assert log.read_text().splitlines() == ["apt-get download -q fortunes"]
+    assert json.loads((folder / "ntps_source.json").read_text())["version"] == "1:1.99.1-9ubuntu2"
+
+
+def test_a_package_apt_does_not_offer_is_named(tmp_path, monkeypatch):
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    _fake_apt(tmp_path / "bin", None)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    with pytest.raises(FetchError) as caught:
+        data.fetch_source("fortunes", root=tmp_path / "cache")
+    first_line = str(caught.value).splitlines()[0]
+    assert first_line.startswith("could not download fortunes with apt-get (exit 100).")
+    assert ("do not offer fortunes, even after `apt-get update`" in first_line if os.geteuid() == 0
+            else "run `apt-get update` (as root) first" in first_line)
 
 
 def test_not_a_deb_is_reported(tmp_path, monkeypatch):

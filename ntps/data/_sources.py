@@ -140,7 +140,7 @@ def npm_pack(package: NpmPackage, directory: str | Path, *, timeout: float = 600
     if result.returncode != 0 or len(tarballs) != 1:
         raise FetchError(f"could not download {package.spec} from npm (exit {result.returncode}):\n"
                          f"{result.stderr.strip()[-1500:]}\nCheck that the npm registry is reachable, then "
-                         "run `make setup` again.")
+                         "try again.")
     return tarballs[0]
 
 
@@ -168,14 +168,18 @@ def apt_download(package: DebPackage, directory: str | Path, *, timeout: float =
                                      "not have (macOS, Windows, or a container without apt)")
     command = ["apt-get", "download", "-q", package.name]
     result = _run(command, cwd=directory, timeout=timeout, what=f"apt-get download {package.name}")
+    updated = False
     if (result.returncode != 0 and update_lists and hasattr(os, "geteuid") and os.geteuid() == 0
             and "Unable to locate package" in result.stderr):
         _run(["apt-get", "update", "-q"], cwd=directory, timeout=timeout, what="apt-get update")
+        updated = True
         result = _run(command, cwd=directory, timeout=timeout, what=f"apt-get download {package.name}")
     debs = sorted(directory.glob("*.deb"))
     if result.returncode != 0 or len(debs) != 1:
-        known = "" if apt_candidate_version(package.name) else (
-            f" apt does not know {package.name}: run `apt-get update` (as root) first.")
+        known = ""
+        if apt_candidate_version(package.name) is None:
+            known = (f" This machine's apt sources do not offer {package.name}, even after `apt-get update`."
+                     if updated else f" apt does not know {package.name}: run `apt-get update` (as root) first.")
         raise FetchError(f"could not download {package.name} with apt-get (exit {result.returncode}).{known}\n"
                          f"{result.stderr.strip()[-1500:]}")
     return debs[0]
