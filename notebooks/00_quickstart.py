@@ -32,7 +32,7 @@
 # %% tags=["parameters"]
 model_name = "smollm2-135m"  # an offline name, a local folder, or a hub id such as "Qwen/Qwen2-0.5B"
 task = "rt_sentiment"  # a task name of ntps.data, or the path of your own .csv / .jsonl file
-data_root = None  # folder of the built offline tasks (None: the cache `make setup` fills)
+data_root = None  # folder of the built offline tasks (None: the cache, fetched into on first use)
 dtype = "float32"  # "bfloat16" halves memory on a GPU
 device = "cpu"  # "cuda" on a GPU
 max_length = 64  # tokens per text

@@ -59,7 +59,7 @@
 model_name = "smollm2-135m"  # the model the figures show; on Colab a hub id such as "Qwen/Qwen2-0.5B"
 extra_models = []  # more models for the tables (the colab-paper profile: the paper's other seven)
 tasks = None  # None: the whole offline suite; or a list of offline tasks / the paper's hub datasets
-data_root = None  # folder holding the built offline tasks (None: the cache `make setup` fills)
+data_root = None  # folder of the built offline tasks (None: the cache, fetched into on first use)
 max_length = 64  # tokens per text
 max_examples_train = None  # texts per task and split; None: each task's default cap (offline 320 / 160)
 max_examples_test = None

@@ -51,7 +51,7 @@
 # %% tags=["parameters"]
 model_name = "smollm2-135m"  # an offline name, a local folder, or a hub id such as "Qwen/Qwen2-0.5B"
 tasks = ["rt_sentiment", "rt_subjectivity", "debate_party", "fortunes_topic"]  # offline tasks or paper datasets
-data_root = None  # folder holding the built offline tasks (None: the cache `make setup` fills)
+data_root = None  # folder of the built offline tasks (None: the cache, fetched into on first use)
 max_length = 64  # tokens per text, for the moments, the probe and LoRA alike
 max_examples_train = None  # texts per task and split; None: the default cap of each task (offline 320 / 160)
 max_examples_test = None

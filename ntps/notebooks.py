@@ -39,10 +39,13 @@ SHARED = "shared"  # notebooks/params/shared/<profile>.yaml
 # who opens an executed chapter on Colab gets the package installed from the repository first.
 COLAB_INSTALL_CELL = """\
 # On Colab, install the package first (elsewhere `make setup` has installed it).
-import importlib.util, subprocess, sys
+import importlib, importlib.util, subprocess, sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("ntps") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)"""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package_source], check=True)
+    importlib.invalidate_caches()  # the running kernel must see what pip just installed
+    import ntps
+    print(f"installed ntps {ntps.__version__} from {package_source} into {ntps.__file__}")"""
 
 
 def repo_root(start: str | Path | None = None) -> Path:

