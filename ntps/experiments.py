@@ -53,6 +53,7 @@ __all__ = [
     "run_statistics",
     "k_fraction_grid",
     "ntps_table",
+    "below_rank",
     "probe_table",
     "peer_table",
     "reference_sensitivity",
@@ -66,7 +67,8 @@ __all__ = [
 ]
 
 # Probe targets and whether a high value is good (a good score should then correlate positively).
-TARGETS = {"test_accuracy": True, "test_gain": True, "train_accuracy": True, "test_mse": False, "train_mse": False}
+TARGETS = {"test_accuracy": True, "test_gain": True, "test_kappa": True, "train_accuracy": True, "test_mse": False,
+           "train_mse": False}
 
 CACHE_FORMAT = "ntps-task-statistics/1"
 INITS = ("pretrained", "random")
@@ -504,10 +506,12 @@ def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[
 
     Notes
     -----
-    Returns ``(table, timings)``: table columns task, layer, variant, k_fraction, k, ntps;
+    Returns ``(table, timings)``: table columns task, layer, variant, k_fraction, k, ntps, p (rank
+    of Sigma), null (``ntps.score.ntps_null(k, p)``) and lift (``ntps.score.ntps_lift``; p, null and
+    lift are NaN for the reference variant);
     timings one row per (task, variant) with ``seconds`` and ``layers``.
     """
-    from .score import ntps_grids, ntps_reference_sweep
+    from .score import ntps_grids, ntps_lift, ntps_null, ntps_reference_sweep
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -528,7 +532,7 @@ def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[
             if "theorem" in variants or "spectral" in variants:
                 start = time.perf_counter()
                 try:
-                    theorem, spectral = ntps_grids(**one, rtol=rtol, backend=backend, device=device)
+                    theorem, spectral, sigma_rank = ntps_grids(**one, rtol=rtol, backend=backend, device=device)
                 except ValueError as error:
                     raise ValueError(f"{task}, layer {layer}: {error}") from error
                 seconds = time.perf_counter() - start
@@ -539,16 +543,34 @@ def ntps_table(moments_by_task: Mapping[str, Moments], *, k_fractions: Sequence[
                     grid = theorem if variant == "theorem" else spectral
                     for f in fractions:
                         k = _k_for(f, width, grid.size)
-                        rows.append((task, layer, variant, float(f), k, float(grid[k - 1])))
+                        null = ntps_null(k, sigma_rank)
+                        rows.append((task, layer, variant, float(f), k, float(grid[k - 1]), sigma_rank, null,
+                                     ntps_lift(grid[k - 1], null)))
             if "reference" in variants and (reference_layers is None or layer in reference_layers):
                 start = time.perf_counter()
                 sweep = ntps_reference_sweep(**one, fractions=ref_fractions)
                 spent["reference"] += time.perf_counter() - start
                 counted["reference"] += 1
-                rows.extend((task, layer, "reference", float(f), np.nan, float(v)) for f, v in zip(ref_fractions, sweep))
+                rows.extend((task, layer, "reference", float(f), np.nan, float(v), np.nan, np.nan, np.nan)
+                            for f, v in zip(ref_fractions, sweep))
         timings.extend({"task": task, "variant": v, "seconds": spent[v], "layers": counted[v]} for v in variants)
-    table = pd.DataFrame(rows, columns=["task", "layer", "variant", "k_fraction", "k", "ntps"])
+    table = pd.DataFrame(rows, columns=["task", "layer", "variant", "k_fraction", "k", "ntps", "p", "null", "lift"])
     return table, pd.DataFrame(timings)
+
+
+def below_rank(table: pd.DataFrame) -> tuple[pd.DataFrame, list[float]]:
+    """Keep the k fractions whose k is below p (the rank of Sigma) on every task and layer.
+
+    At k >= p the theorem-consistent and spectral NTPS are exactly 1 for every features, and just
+    below p they sit near their null k / p (:func:`ntps.score.ntps_null`): a k grid that reaches p
+    measures how many texts there were, not the features. The reference variant's rows (which
+    carry no k) are kept. Returns ``(table, dropped_fractions)``.
+    """
+    ranked = table[table["p"].notna()]
+    at_or_above = ranked.loc[ranked["k"] >= ranked["p"], "k_fraction"]
+    dropped = sorted({float(f) for f in at_or_above})
+    keep = table["p"].isna() | ~table["k_fraction"].isin(dropped)
+    return table[keep].reset_index(drop=True), dropped
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,7 +590,9 @@ def probe_table(train: Mapping[str, TaskStatistics], test: Mapping[str, TaskStat
     Returns ``(table, timings)``: table columns task, layer, train_accuracy (in-sample),
     test_accuracy (held out), train_mse, test_mse (summed over classes), converged,
     majority_accuracy (test accuracy of always predicting the training split's most frequent class)
-    and test_gain = test_accuracy - majority_accuracy (what the features add to the class balance);
+    test_gain = test_accuracy - majority_accuracy (what the features add to the class balance) and
+    test_kappa (Cohen's kappa of the held-out predictions, ``ntps.probes.cohen_kappa``: chance-corrected
+    by the predictions' own marginals);
     timings one row per (task, probe) with ``seconds`` (training and evaluating on every layer).
     """
     from .probes import majority_accuracy, probe_layers
@@ -594,7 +618,7 @@ def probe_table(train: Mapping[str, TaskStatistics], test: Mapping[str, TaskStat
             "task": task, "layer": _layer_index(tr), "train_accuracy": logistic["train_accuracy"],
             "test_accuracy": logistic["test_accuracy"], "train_mse": mse["train_mse"], "test_mse": mse["test_mse"],
             "converged": logistic["converged"], "majority_accuracy": majority,
-            "test_gain": logistic["test_accuracy"] - majority}))
+            "test_gain": logistic["test_accuracy"] - majority, "test_kappa": logistic["test_kappa"]}))
         timings += [{"task": task, "probe": "logistic", "seconds": t_logistic},
                     {"task": task, "probe": "least squares", "seconds": t_mse}]
     return pd.concat(frames, ignore_index=True), pd.DataFrame(timings)
@@ -792,7 +816,8 @@ def correlation_records(selections: Mapping, probes: pd.DataFrame, *, model: str
                      "selected_on": target, "layer": int(row.layer), "k_fraction": float(row.k_fraction),
                      "ntps": float(row.ntps), "train_accuracy": float(row.train_accuracy),
                      "test_accuracy": float(row.test_accuracy), "train_mse": float(row.train_mse),
-                     "test_mse": float(row.test_mse), "test_gain": float(row.test_gain)}
+                     "test_mse": float(row.test_mse), "test_gain": float(row.test_gain),
+                     "test_kappa": float(row.test_kappa)}
                     for row in pairs.itertuples()]
     return records
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from ._linalg import reject_complex
 
-__all__ = ["standardize", "logistic_probe", "mse_probe", "probe_layers", "majority_accuracy", "LogisticProbe",
+__all__ = ["standardize", "logistic_probe", "mse_probe", "probe_layers", "majority_accuracy", "cohen_kappa",
+           "LogisticProbe",
            "MSEProbe"]
 
 
@@ -110,6 +111,7 @@ class LogisticProbe(NamedTuple):
     test_accuracy: float  # held-out accuracy (NaN without a test split)
     converged: bool  # lbfgs reached its tolerance within max_iter
     n_iter: int
+    test_kappa: float = float("nan")  # Cohen's kappa of the held-out predictions (NaN without a test split)
 
 
 def logistic_probe(x_train, y_train, x_test=None, y_test=None, *, C: float = 1.0, max_iter: int = 2000,
@@ -139,8 +141,40 @@ def _logistic(ztr, zte, ytr, yte, *, C, max_iter, tol) -> LogisticProbe:
         model.fit(ztr, ytr)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     train_acc = float(np.mean(model.predict(ztr) == ytr))
-    test_acc = float(np.mean(model.predict(zte) == yte)) if zte is not None else float("nan")
-    return LogisticProbe(train_acc, test_acc, converged, int(np.max(model.n_iter_)))
+    if zte is None:
+        return LogisticProbe(train_acc, float("nan"), converged, int(np.max(model.n_iter_)))
+    predicted = model.predict(zte)
+    return LogisticProbe(train_acc, float(np.mean(predicted == yte)), converged, int(np.max(model.n_iter_)),
+                         cohen_kappa(yte, predicted))
+
+
+def cohen_kappa(truth, predicted) -> float:
+    """Cohen's kappa of predicted against true labels: ``(accuracy - p_e) / (1 - p_e)``, with p_e the
+    agreement two independent labelers with these marginals reach by chance, ``sum_c t_c p_c``.
+
+    0 for any predictor that ignores its input (always answering one class scores 0, whatever the
+    class balance), 1 for a perfect one: a chance-corrected accuracy that is comparable across
+    tasks of different balance and number of classes. NaN when both label sets are one and the
+    same class (p_e = 1).
+
+    Examples
+    --------
+    >>> cohen_kappa([0, 0, 0, 1], [0, 0, 0, 0])  # the majority class: 75% accurate, kappa 0
+    0.0
+    >>> cohen_kappa([0, 1, 1, 0], [0, 1, 1, 0])
+    1.0
+    """
+    truth, predicted = np.asarray(truth).ravel(), np.asarray(predicted).ravel()
+    if truth.shape != predicted.shape or truth.size == 0:
+        raise ValueError(f"truth and predicted must be non-empty and of one length, got {truth.size} and "
+                         f"{predicted.size}")
+    classes = np.union1d(truth, predicted)
+    share_true = np.array([np.mean(truth == c) for c in classes])
+    share_pred = np.array([np.mean(predicted == c) for c in classes])
+    chance = float(share_true @ share_pred)
+    if chance >= 1.0:
+        return float("nan")
+    return float((np.mean(truth == predicted) - chance) / (1.0 - chance))
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +256,8 @@ def probe_layers(features_train, y_train, features_test=None, y_test=None, *, C:
     Returns
     -------
     dict of numpy.ndarray
-        (L,) arrays ``train_accuracy``, ``test_accuracy``, ``converged`` (logistic) and
+        (L,) arrays ``train_accuracy``, ``test_accuracy``, ``test_kappa`` (Cohen's kappa of the
+        held-out predictions), ``converged`` (logistic) and
         ``train_mse``, ``test_mse`` (least squares), NaN where a split or probe was not asked for.
         Each layer is standardised with its own training statistics.
 
@@ -239,7 +274,8 @@ def probe_layers(features_train, y_train, features_test=None, y_test=None, *, C:
     """
     xtr, ytr, xte, yte, c = _split(features_train, y_train, features_test, y_test, num_classes, ndim=3)
     layers = xtr.shape[1]
-    out = {name: np.full(layers, np.nan) for name in ("train_accuracy", "test_accuracy", "train_mse", "test_mse")}
+    out = {name: np.full(layers, np.nan)
+           for name in ("train_accuracy", "test_accuracy", "test_kappa", "train_mse", "test_mse")}
     out["converged"] = np.ones(layers, dtype=bool)
     for layer in range(layers):
         ztr, *zte = standardize(xtr[:, layer], *([xte[:, layer]] if xte is not None else []))
@@ -247,6 +283,7 @@ def probe_layers(features_train, y_train, features_test=None, y_test=None, *, C:
         if logistic:
             result = _logistic(ztr, zte, ytr, yte, C=C, max_iter=max_iter, tol=tol)
             out["train_accuracy"][layer], out["test_accuracy"][layer] = result.train_accuracy, result.test_accuracy
+            out["test_kappa"][layer] = result.test_kappa
             out["converged"][layer] = result.converged
         if mse:
             result = _mse(ztr, zte, ytr, yte, c, ridge, 1e-10)

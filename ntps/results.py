@@ -27,6 +27,7 @@ TABLE_SCHEMAS = {
         "train_accuracy": "in-sample probe accuracy", "test_accuracy": "held-out probe accuracy",
         "train_mse": "in-sample least-squares probe error", "test_mse": "held-out least-squares probe error",
         "test_gain": "held-out accuracy minus the majority-class accuracy",
+        "test_kappa": "Cohen's kappa of the held-out predictions",
     },
     # 03_correlation: every score against every target under every selection rule
     # (``ntps.experiments.selection_table``), one row each; its meta holds the run's costs and sizes.

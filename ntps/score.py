@@ -66,6 +66,9 @@ __all__ = [
     "ntps_spectral_of_encoder",
     "LayerGrids",
     "ntps_grids",
+    "ntps_null",
+    "ntps_lift",
+    "random_encoder_ntps",
     "ntps_layers",
     "score_layers",
     "DEFAULT_K_FRACTION",
@@ -200,6 +203,7 @@ class _Contributions(NamedTuple):
     total: float  # ||M||_F^2
     singular_values: np.ndarray  # (r,) of M
     d_eff: int  # rank of c0
+    sigma_rank: int  # p, rank of Sigma
 
 
 def _grid_contributions(sxx, sxy, c0, c1, rtol, backend="numpy", device=None, k_v=None) -> _Contributions:
@@ -218,7 +222,8 @@ def _grid_contributions(sxx, sxy, c0, c1, rtol, backend="numpy", device=None, k_
     overlaps = bk.to_numpy((basis.T @ perception.left) ** 2)
     weights = bk.to_numpy(((basis.T @ perception.targets) ** 2).sum(1))
     total = float(bk.to_numpy((perception.targets**2).sum()))
-    return _Contributions(overlaps, weights, total, perception.singular_values, d_eff)
+    return _Contributions(overlaps, weights, total, perception.singular_values, d_eff,
+                          int(perception.sigma.values.shape[0]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,10 +442,12 @@ def ntps_spectral_grid(
 
 
 class LayerGrids(NamedTuple):
-    """The theorem-consistent and the spectral NTPS of one layer at every k_v = 1..d_eff."""
+    """The theorem-consistent and the spectral NTPS of one layer at every k_v = 1..d_eff, and the
+    rank p of Sigma (at k_v >= p both scores are 1 whatever the features: see :func:`ntps_null`)."""
 
     theorem: np.ndarray  # (d_eff,) theorem[k - 1] == ntps_score(..., k_v=k)
     spectral: np.ndarray  # (d_eff,) spectral[k - 1] == ntps_spectral(..., k_v=k)
+    sigma_rank: int  # p, the numerical rank of Sigma
 
 
 def ntps_grids(sxx, sxy, c0, c1, *, rtol: float | None = None, backend: str = "numpy", device=None) -> LayerGrids:
@@ -450,7 +457,70 @@ def ntps_grids(sxx, sxy, c0, c1, *, rtol: float | None = None, backend: str = "n
     of M, or M itself)."""
     parts = _grid_contributions(sxx, sxy, c0, c1, rtol, backend, device)
     rank = parts.overlaps.shape[1]
-    return LayerGrids(np.cumsum(parts.overlaps.sum(1)) / rank, np.cumsum(parts.weights) / parts.total)
+    return LayerGrids(np.cumsum(parts.overlaps.sum(1)) / rank, np.cumsum(parts.weights) / parts.total,
+                      parts.sigma_rank)
+
+
+def ntps_null(k, p):
+    """The NTPS a uniformly random encoder gets: ``min(k, p) / p``.
+
+    For a k-dimensional subspace drawn uniformly (Haar) from the p-dimensional range of the
+    whitened features (p = rank of Sigma), the projector's expectation is ``(k / p) I_p``, so the
+    expected theorem-consistent NTPS, ``E ||Pi Q||_F^2 / r``, and the spectral one both equal
+    k / p, whatever Q and M are. It reaches 1 at k = p: with N texts p <= min(N, d), so with
+    fewer texts than the width a large k reads near 1 by chance alone. Works elementwise.
+
+    Examples
+    --------
+    >>> from ntps.score import ntps_null
+    >>> ntps_null(288, 320)  # k = d/2 on SmolLM2 (d = 576) with 320 texts: 0.9 by chance alone
+    0.9
+    >>> ntps_null(58, 576)
+    0.10069444444444445
+    """
+    k, p = np.asarray(k, dtype=float), np.asarray(p, dtype=float)
+    if np.any(k < 1) or np.any(p < 1):
+        raise ValueError(f"k and p must be at least 1, got k={k.tolist()}, p={p.tolist()}")
+    value = np.minimum(k, p) / p
+    return float(value) if value.ndim == 0 else value
+
+
+def ntps_lift(ntps, null):
+    """NTPS as a lift over its null, ``(ntps - null) / (1 - null)``: 0 for what a random encoder
+    gets on average, 1 for a perfect score, like a chance-corrected accuracy (Cohen's kappa). NaN
+    where the null is 1 (k >= p: every encoder scores 1 there). Works elementwise."""
+    ntps, null = np.asarray(ntps, dtype=float), np.asarray(null, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(null < 1, (ntps - null) / (1 - null), np.nan)
+    return float(value) if value.ndim == 0 else value
+
+
+def random_encoder_ntps(sxx, sxy, k: int, *, draws: int = 32, kind: str = "uniform", seed: int = 0,
+                        rtol: float | None = None) -> np.ndarray:
+    """Theorem-consistent NTPS of ``draws`` random encoders of rank k on real moments.
+
+    kind "uniform": a Haar-random k-dimensional subspace of the whitened range of Sigma (what
+    :func:`ntps_null` averages: the mean over draws estimates k / p). kind "gaussian": a raw
+    encoder V with independent N(0, 1) entries, as a random linear map of the features would be;
+    ``Sigma^{1/2} V`` then leans towards the high-variance directions of the features, so its mean
+    need not be k / p. Returns the (draws,) values.
+    """
+    if kind not in ("uniform", "gaussian"):
+        raise ValueError(f"kind must be 'uniform' or 'gaussian', got {kind!r}")
+    sxx_, sxy_, rtol = _check_perception(sxx, sxy, rtol)
+    bk = la.NumpyBackend()
+    perception = _perception_core(bk, sxx_, sxy_, rtol)
+    p, d = perception.sigma.values.shape[0], sxx_.shape[0]
+    k = la.check_k(k, p if kind == "uniform" else d, "k", "rank of Sigma" if kind == "uniform" else "width")
+    rng = np.random.default_rng(seed)
+    values = np.empty(int(draws))
+    for draw in range(int(draws)):
+        if kind == "uniform":
+            basis, _ = np.linalg.qr(rng.standard_normal((p, k)))  # Haar on the Grassmannian
+        else:
+            basis, _ = _encoder_basis(bk, perception, rng.standard_normal((d, k)), rtol)
+        values[draw] = ((basis.T @ perception.left) ** 2).sum() / perception.rank
+    return values
 
 
 def _iter_layer_moments(moments, sxy, c0, c1):
@@ -628,8 +698,10 @@ def score_layers(moments, k=None, *, spectral: bool = True, rtol: float | None =
     Returns
     -------
     pandas.DataFrame
-        Columns layer, k, k_fraction (k / d), ntps (theorem-consistent, k_u = rank of M) and
-        ntps_spectral; one row per (layer, k). Where an asked-for k exceeds a layer's d_eff (too
+        Columns layer, k, k_fraction (k / d), ntps (theorem-consistent, k_u = rank of M), p (the
+        rank of Sigma), null (``ntps_null(k, p)``, what a random encoder scores on average), lift
+        (``ntps_lift``: 0 at the null, 1 at a perfect score; NaN at k >= p, where every encoder
+        scores 1) and ntps_spectral; one row per (layer, k). Where an asked-for k exceeds a layer's d_eff (too
         few token pairs for c0 to have rank k), the row is there with NaN.
 
     Examples
@@ -642,7 +714,7 @@ def score_layers(moments, k=None, *, spectral: bool = True, rtol: float | None =
     ...                 layers=[0], n_texts=40, n_pairs=89)
     >>> table = ntps.score_layers(stats, k=[1, 6])
     >>> list(table.columns)
-    ['layer', 'k', 'k_fraction', 'ntps', 'ntps_spectral']
+    ['layer', 'k', 'k_fraction', 'ntps', 'p', 'null', 'lift', 'ntps_spectral']
     >>> round(float(table.ntps.iloc[-1]), 12)  # k = d: the whole space, every task scores 1
     1.0
     """
@@ -666,10 +738,12 @@ def score_layers(moments, k=None, *, spectral: bool = True, rtol: float | None =
         d_eff = grids.theorem.size
         for kv in (range(1, d_eff + 1) if wanted is None else wanted):
             inside = kv <= d_eff  # beyond d_eff there are no more autoregressive directions to add
+            null = ntps_null(kv, grids.sigma_rank)
             row = {"layer": int(layer), "k": int(kv), "k_fraction": kv / width,
-                   "ntps": float(grids.theorem[kv - 1]) if inside else np.nan}
+                   "ntps": float(grids.theorem[kv - 1]) if inside else np.nan, "p": grids.sigma_rank, "null": null,
+                   "lift": ntps_lift(grids.theorem[kv - 1], null) if inside else np.nan}
             if spectral:
                 row["ntps_spectral"] = float(grids.spectral[kv - 1]) if inside else np.nan
             rows.append(row)
-    columns = ["layer", "k", "k_fraction", "ntps"] + (["ntps_spectral"] if spectral else [])
+    columns = ["layer", "k", "k_fraction", "ntps", "p", "null", "lift"] + (["ntps_spectral"] if spectral else [])
     return pd.DataFrame(rows, columns=columns)

@@ -227,3 +227,30 @@ def test_permutation_test_accounts_for_the_search():
     assert noise.observed > 0.5 and np.median(noise.null) > 0.5 and noise.p_value > 0.05
     with pytest.raises(ValueError, match="rule"):
         evaluate.permutation_test(planted, score="score", target="accuracy", rule="fixed")
+
+
+def test_partial_correlation_is_the_correlation_of_residuals():
+    from ntps.evaluate import partial_correlation
+
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal(14)
+    x = 0.8 * z + rng.standard_normal(14)
+    y = 0.6 * z + 0.5 * x + rng.standard_normal(14)
+
+    def residual(a, b):  # what is left of a after least squares on [1, b]
+        design = np.column_stack([np.ones_like(b), b])
+        return a - design @ np.linalg.lstsq(design, a, rcond=None)[0]
+
+    pearson = partial_correlation(x, y, z, method="pearson", n_boot=200)
+    expected = np.corrcoef(residual(x, z), residual(y, z))[0, 1]
+    assert pearson.estimate == pytest.approx(expected, abs=1e-12)
+    rank = lambda a: scipy.stats.rankdata(a)
+    spearman = partial_correlation(x, y, z, n_boot=200)
+    expected = np.corrcoef(residual(rank(x), rank(z)), residual(rank(y), rank(z)))[0, 1]
+    assert spearman.estimate == pytest.approx(expected, abs=1e-12)
+    assert spearman.low <= spearman.estimate <= spearman.high and spearman.n == 14
+    # y built from z alone: nothing is left to correlate with x
+    only_z = partial_correlation(x, 2 * z + 1, z, method="pearson", n_boot=50)
+    assert np.isnan(only_z.estimate)
+    with pytest.raises(ValueError, match="method"):
+        partial_correlation(x, y, z, method="kendall")

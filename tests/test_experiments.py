@@ -384,3 +384,17 @@ def test_a_users_own_table_goes_through_the_cached_pipeline(cache, source, tmp_p
     changed = table.assign(text=table.text + " (edited)")
     fresh = experiments.task_statistics("tiny-llama", changed, "train", model=source, max_length=24)
     assert fresh.info["cached"] is False and fresh.info["key"] != train.info["key"]
+
+
+def test_below_rank_keeps_only_fractions_under_every_rank():
+    table = pd.DataFrame({
+        "task": ["a"] * 3 + ["b"] * 3 + ["a"], "layer": [0] * 7,
+        "variant": ["theorem"] * 6 + ["reference"],
+        "k_fraction": [0.1, 0.3, 0.5, 0.1, 0.3, 0.5, 0.9], "k": [10, 30, 50, 10, 30, 50, np.nan],
+        "ntps": [0.2, 0.5, 1.0, 0.3, 0.9, 1.0, 0.7], "p": [60, 60, 60, 40, 40, 40, np.nan]})
+    kept, dropped = experiments.below_rank(table)
+    assert dropped == [0.5]  # k = 50 >= p = 40 on task b: dropped for every task
+    assert sorted(kept.loc[kept.variant == "theorem", "k_fraction"].unique()) == [0.1, 0.3]
+    assert (kept.variant == "reference").sum() == 1
+    # brute force: every kept theorem row has k < p
+    assert (kept.dropna(subset=["p"]).eval("k < p")).all()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ntps import probes
+from ntps.probes import probe_layers, standardize
 
 
 def blobs(n, d, classes=3, shift=1.5, seed=0):
@@ -173,3 +174,27 @@ def test_majority_accuracy_against_counting():
         assert majority_accuracy(train) == max(counts) / len(train)
     with pytest.raises(ValueError, match="non-empty"):
         majority_accuracy([])
+
+
+def test_cohen_kappa_matches_scikit_learn_and_the_probe_reports_it():
+    from sklearn.metrics import cohen_kappa_score
+
+    from ntps.probes import cohen_kappa
+
+    rng = np.random.default_rng(7)
+    for classes in (2, 3, 6):
+        truth, predicted = rng.integers(0, classes, 80), rng.integers(0, classes, 80)
+        predicted[:40] = truth[:40]
+        assert cohen_kappa(truth, predicted) == pytest.approx(cohen_kappa_score(truth, predicted), abs=1e-12)
+    assert cohen_kappa([1, 1, 0], [1, 1, 1]) == 0.0  # a constant answer has no skill, whatever the balance
+    assert np.isnan(cohen_kappa([2, 2], [2, 2]))
+    y = np.arange(90) % 3
+    features = rng.standard_normal((90, 2, 4))
+    features[:, 1, 0] += 3 * y
+    out = probe_layers(features[:60], y[:60], features[60:], y[60:], mse=False)
+    for layer in range(2):
+        z_train, z_test = standardize(features[:60, layer], features[60:, layer])
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=1.0, solver="lbfgs", max_iter=2000, tol=1e-6).fit(z_train, y[:60])
+        assert out["test_kappa"][layer] == pytest.approx(cohen_kappa_score(y[60:], model.predict(z_test)), abs=1e-9)

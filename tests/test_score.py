@@ -565,3 +565,79 @@ def test_score_layers_against_explicit_encoders():
         assert row.k_fraction == k / d
     with pytest.raises(ValueError, match="absolute dimension"):
         score_layers(stats, k=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# The null: what a random encoder scores
+# --------------------------------------------------------------------------------------------
+
+
+def _few_texts_problem(n=12, d=20, c=3, seed=5):
+    """Perception moments of n < d texts: Sigma has rank n."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) @ rng.standard_normal((d, d))
+    y = np.eye(c)[np.arange(n) % c]
+    return x.T @ x / n, x.T @ y / n
+
+
+def test_ntps_null_is_the_mean_over_haar_random_subspaces():
+    sxx, sxy = _few_texts_problem()
+    p = np.linalg.matrix_rank(sxx)
+    assert p == 12
+    for k in (1, 4, 9):
+        draws = score.random_encoder_ntps(sxx, sxy, k, draws=4000, kind="uniform", seed=k)
+        standard_error = draws.std() / np.sqrt(draws.size)
+        assert abs(draws.mean() - score.ntps_null(k, p)) < 4 * standard_error + 1e-12
+        assert ((draws >= -1e-12) & (draws <= 1 + 1e-12)).all()
+    # the whole range: every subspace of dimension p is the range itself, NTPS 1
+    np.testing.assert_allclose(score.random_encoder_ntps(sxx, sxy, p, draws=5, kind="uniform"), 1.0, atol=1e-10)
+
+
+def test_a_gaussian_raw_encoder_is_an_explicit_projector_computation():
+    sxx, sxy = _few_texts_problem(n=30, d=10)
+    k, seed = 3, 11
+    value = score.random_encoder_ntps(sxx, sxy, k, draws=1, kind="gaussian", seed=seed)[0]
+    v = np.random.default_rng(seed).standard_normal((10, k))
+    root = scipy.linalg.sqrtm(sxx).real
+    image = root @ v
+    projector = image @ np.linalg.pinv(image)
+    m = np.linalg.pinv(root) @ sxy
+    u, s, _ = np.linalg.svd(m, full_matrices=False)
+    q = u[:, s > 1e-10 * s[0]]
+    assert value == pytest.approx(np.sum((projector @ q) ** 2) / q.shape[1], abs=1e-8)
+    with pytest.raises(ValueError, match="kind"):
+        score.random_encoder_ntps(sxx, sxy, k, kind="normal")
+
+
+def test_ntps_null_and_lift_by_hand():
+    assert score.ntps_null(288, 320) == pytest.approx(0.9)
+    assert score.ntps_null(400, 320) == 1.0
+    np.testing.assert_allclose(score.ntps_null([1, 2, 3], 6), [1 / 6, 2 / 6, 3 / 6])
+    assert score.ntps_lift(0.25, 0.25) == 0.0
+    assert score.ntps_lift(1.0, 0.25) == 1.0
+    assert score.ntps_lift(0.625, 0.25) == pytest.approx(0.5)
+    assert np.isnan(score.ntps_lift(1.0, 1.0))
+    with pytest.raises(ValueError, match="at least 1"):
+        score.ntps_null(0, 5)
+
+
+def test_grids_report_the_rank_of_sigma_and_score_layers_the_null():
+    rng = np.random.default_rng(2)
+    n, d = 15, 24
+    x = rng.standard_normal((n, d))
+    y = np.eye(2)[np.arange(n) % 2]
+    s = rng.standard_normal((200, d))
+    grids = score.ntps_grids(x.T @ x / n, x.T @ y / n, s.T @ s / 200, s[:-1].T @ s[1:] / 200)
+    assert grids.sigma_rank == np.linalg.matrix_rank(x) == n
+    # at k >= p every encoder sees the whole range: 1 for every features
+    np.testing.assert_allclose(grids.theorem[n - 1:], 1.0, atol=1e-10)
+    from ntps.moments import Moments
+
+    stats = Moments(sum_xx=[x.T @ x], sum_xy=[x.T @ y], sum_ss=[s.T @ s], sum_sh=[s[:-1].T @ s[1:]],
+                    layers=[0], n_texts=n, n_pairs=199)
+    table = score.score_layers(stats, k=[3, 10, 20])
+    np.testing.assert_allclose(table["null"], [3 / n, 10 / n, 1.0])
+    assert (table["p"] == n).all()
+    expected_lift = (table["ntps"].iloc[0] - 3 / n) / (1 - 3 / n)
+    assert table["lift"].iloc[0] == pytest.approx(expected_lift)
+    assert np.isnan(table["lift"].iloc[2])
