@@ -128,9 +128,9 @@ print(f"ntps {ntps.__version__}; model {model_name}; {len(task_names)} tasks: {t
 # the offline model, SmolLM2-135M-Instruct, is slow there (the cost section below measures it). So
 # the CPU profile cuts, and says so:
 #
-# * **tasks**: four of the eight offline tasks, the four with the shortest texts (the cost of an
-#   update grows with the tokens in it), chosen before any gain was seen: two sentiment-like binary
-#   tasks, a binary stance task and a six-way topic task;
+# * **tasks**: four of the offline tasks, the four with the shortest texts among the eight the suite
+#   first had (the cost of an update grows with the tokens in it), chosen before any gain was seen:
+#   two sentiment-like binary tasks, a binary stance task and a six-way topic task;
 # * **budget**: a few dozen updates of a batch of 8 texts (a few hundred texts seen, about one
 #   pass over each training split) instead of 5,000 updates of one text, with AdamW at a larger
 #   learning rate to make the most of it; batches group texts of similar length to waste less on

