@@ -299,10 +299,9 @@ else:
 # - **sotu_party and sotu_era**: the npm package keeps each address as one line, with no paragraph
 #   breaks, so a text is a passage of whole sentences, at least 40 words long (the shorter tail of
 #   an address is dropped). `sotu_party` keeps the addresses of Democratic and Republican presidents
-#   (from Jackson on) and leaves out those of Washington and of the Federalist,
-#   Democratic-Republican, Whig and National Union presidents. Its addresses before 1861 are all
-#   Democrats' (Lincoln was the first Republican president), so part of what tells the parties
-#   apart is the period. `sotu_era` keeps every address and cuts the years at 1861 (Lincoln's first
+#   from 1861 on (Lincoln was the first Republican president): before that every such address is a
+#   Democrat's, and the period would tell the parties apart. Figures of speech of an era still
+#   differ between the parties' terms, so period is not wholly removed. `sotu_era` keeps every address and cuts the years at 1861 (Lincoln's first
 #   address, the Civil War), 1901 (the new century) and 1953 (Eisenhower's first): four eras of
 #   similar size, named by their first and last years. Figures and dates in a passage give its era
 #   away at times.

@@ -196,7 +196,8 @@ def test_sotu_builders_cut_whole_sentence_passages_and_label_party_and_era(tmp_p
     assert data.sentence_passages("One two three. Four five six seven. Eight.", min_words=5) == [
         "One two three. Four five six seven."]
     texts, labels = data.build_sotu_party({"sotu": tmp_path})
-    assert labels == ["Democratic", "Republican", "Republican", "Democratic"]  # the Whig's address is left out
+    # the Whig's address is left out, and so is the Democrat's of 1860 (before both parties gave addresses)
+    assert labels == ["Republican", "Republican", "Democratic"]
     assert all(text.endswith("two.") and len(text.split()) == 45 for text in texts)
     texts, eras = data.build_sotu_era({"sotu": tmp_path})
     assert eras == ["1790-1860", "1790-1860", "1861-1900", "1953-2021", "1953-2021"] and len(texts) == 5

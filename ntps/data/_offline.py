@@ -549,7 +549,7 @@ OFFLINE_SUITE: dict[str, OfflineTask] = {
                     FORTUNE_TOPICS, ("fortunes",), build_fortunes_topic,
                     "usr/share/games/fortunes/{" + ",".join(FORTUNE_TOPICS) + "}"),
         OfflineTask("sotu_party", "stance",
-                    "passages of State of the Union addresses (1829-2021), by the president's party",
+                    "passages of State of the Union addresses (1861-2021), by the president's party",
                     SOTU_PARTIES, ("sotu",), build_sotu_party, "data/*.json"),
         OfflineTask("sotu_era", "era",
                     "passages of State of the Union addresses (1790-2021), by era: which of four periods",

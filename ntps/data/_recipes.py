@@ -330,14 +330,18 @@ def _sotu_speeches(folders) -> list[dict]:
             for path in sorted((folders["sotu"] / "data").glob("*.json"))]
 
 
+SOTU_PARTY_FROM = 1861  # Lincoln's first address: from here on both parties give addresses
+
+
 def build_sotu_party(folders) -> tuple[list[str], list[str]]:
     """Passages of 40 words or more (whole sentences) of the State of the Union addresses of
-    Democratic and Republican presidents (1829-2021); the label is the president's party. The
-    addresses of presidents of other parties (Federalist, Democratic-Republican, Whig, National
-    Union, none) are left out."""
+    Democratic and Republican presidents from 1861 on (the first year both parties could have
+    given one); the label is the president's party. Earlier addresses are left out, since before
+    1861 every Democratic or Republican address is a Democrat's and the period would give the
+    party away; so are those of presidents of other parties (National Union)."""
     texts, labels = [], []
     for speech in _sotu_speeches(folders):
-        if speech["party"] in SOTU_PARTIES:
+        if speech["party"] in SOTU_PARTIES and int(speech["year"]) >= SOTU_PARTY_FROM:
             passages = sentence_passages(speech["text"])
             texts.extend(passages)
             labels.extend([speech["party"]] * len(passages))
