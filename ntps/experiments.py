@@ -64,6 +64,7 @@ __all__ = [
     "correlation_records",
     "layer_choice",
     "should_you_use_ntps",
+    "committed_run",
 ]
 
 # Probe targets and whether a high value is good (a good score should then correlate positively).
@@ -847,6 +848,41 @@ def layer_choice(layers: pd.DataFrame, *, k_fraction: float, near: float = 0.02)
                      "best_accuracy": float(at_probe.test_accuracy), "accuracy_lost": loss,
                      "within_few_points": loss <= near})
     return pd.DataFrame(rows)
+
+
+#: The committed output of ``benchmarks/n_above_d.py`` (in a checkout of the book).
+N_ABOVE_D_RUN = ("benchmarks", "results", "n-above-d-cpu-2026-11-30")
+
+
+def committed_run(folder: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tables of a committed ``benchmarks/n_above_d.py`` run, shaped like this module's own.
+
+    Returns ``(ntps, probes, baselines)``: ``ntps`` as :func:`ntps_table` gives it (variant
+    "theorem", with p, null and lift), ``probes`` as :func:`probe_table` (plus n_train, n_test and
+    classes), and ``baselines`` as :func:`task_baselines`, its majority shares recomputed from the
+    same training texts (``ntps.data.load`` at the run's cap). ``folder`` defaults to the run
+    committed in the book's checkout (:data:`N_ABOVE_D_RUN`).
+    """
+    from . import data
+    from .notebooks import repo_root
+    from .probes import majority_accuracy
+
+    folder = Path(folder) if folder is not None else repo_root().joinpath(*N_ABOVE_D_RUN)
+    path = folder / "layers.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed run at {path}: run `python benchmarks/n_above_d.py` in a checkout")
+    table = pd.read_csv(path)
+    ntps = table[["task", "layer", "k_fraction", "k", "ntps", "p", "null", "lift"]].assign(variant="theorem")
+    probe_columns = ["task", "layer", "n_train", "n_test", "classes", "train_accuracy", "test_accuracy", "train_mse",
+                     "test_mse", "converged", "majority_accuracy", "test_gain", "test_kappa"]
+    probes = table.drop_duplicates(["task", "layer"])[probe_columns].reset_index(drop=True)
+    rows = []
+    for task, part in probes.groupby("task", sort=False):
+        labels = data.load(task, "train", max_examples=int(part["n_train"].iloc[0])).labels
+        share = majority_accuracy(labels)
+        rows += [{"task": task, "layer": int(layer), "majority_share": share,
+                  "neg_classes": -float(part["classes"].iloc[0])} for layer in part["layer"]]
+    return ntps, probes, pd.DataFrame(rows)
 
 
 def _logged_ratio(path: Path, label: str) -> float | None:

@@ -63,6 +63,7 @@ __all__ = [
     "lora_accuracy",
     "merge_adapter",
     "gain_interval",
+    "gain_bootstrap",
     "LoraTaskRun",
     "fine_tune_task",
 ]
@@ -977,6 +978,37 @@ def gain_interval(lora_accuracy, probe_accuracy, n_test, *, confidence: float = 
     return a - b - half, a - b + half
 
 
+def gain_bootstrap(lora_correct, probe_correct, *, n_boot: int = 2000, confidence: float = 0.95,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """The gain ``mean(lora_correct) - mean(probe_correct)`` with a paired bootstrap interval.
+
+    Both classifiers are scored on the same test texts, so the texts are resampled together (with
+    replacement, ``n_boot`` times): the interval accounts for the correlation of the two
+    classifiers' errors, which :func:`gain_interval` ignores. ``lora_correct`` and
+    ``probe_correct`` are (n,) booleans (or 0/1), one per test text in one order. Returns
+    ``(gain, low, high)`` (percentile interval).
+
+    Examples
+    --------
+    >>> from ntps.lora import gain_bootstrap
+    >>> gain_bootstrap([1, 1, 0, 1], [1, 1, 0, 1])  # the same answers: no gain, and no doubt about it
+    (0.0, 0.0, 0.0)
+    """
+    a = np.asarray(lora_correct, dtype=float).ravel()
+    b = np.asarray(probe_correct, dtype=float).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"lora_correct and probe_correct must be non-empty and of one length (one entry per test "
+                         f"text), got {a.size} and {b.size}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    difference = a - b
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(int(n_boot), a.size))
+    resampled = difference[idx].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled, [tail, 1.0 - tail])
+    return float(difference.mean()), float(low), float(high)
+
+
 # --------------------------------------------------------------------------------------------
 # one task, end to end, cached
 # --------------------------------------------------------------------------------------------
@@ -988,7 +1020,9 @@ class LoraTaskRun(NamedTuple):
 
     test_accuracy: held-out accuracy of the fine-tuned classifier. losses: (steps,) training loss.
     after: ``ntps.moments.Moments`` of the merged model on the training texts (None when
-    ``after_layers=[]``). info: settings, sizes, labels, the adapted modules, and the seconds of each
+    ``after_layers=[]``). info: settings, sizes, labels, the adapted modules, the predicted class of
+    every test text in order (``test_predictions``, for paired intervals: :func:`gain_bootstrap`),
+    and the seconds of each
     step as measured when it ran (``train_seconds``, ``evaluate_seconds``,
     ``after_extract_seconds``); ``cached`` says whether this call read it all back.
     """
@@ -1114,9 +1148,13 @@ def fine_tune_task(model_name: str, task: str, settings: LoraSettings | None = N
     result = train_lora(lm, tokenizer, train.texts, train.labels, settings, num_classes=train.num_classes,
                         head_init=head_init, checkpoint=folder / "checkpoint", progress=progress, callback=callback)
     began = time.perf_counter()
-    accuracy = lora_accuracy(result, test.texts, test.labels, batch_size=batch_size_eval, progress=progress)
+    test_texts, test_labels = _check_texts_labels(test.texts, test.labels, "test")
+    check_label_sets(result.classes, test_labels)
+    predicted = predict(result, test_texts, batch_size=batch_size_eval, progress=progress).argmax(axis=1)
+    accuracy = float(np.mean(predicted == test_labels))
     evaluate_seconds = time.perf_counter() - began
-    info = {**keyed, "key": key, "test_accuracy": accuracy, "losses": result.losses.tolist(),
+    info = {**keyed, "key": key, "test_accuracy": accuracy, "test_predictions": predicted.tolist(),
+            "losses": result.losses.tolist(),
             "train_seconds": result.seconds, "evaluate_seconds": evaluate_seconds, "n_train": len(train),
             "n_test": len(test), "classes": list(train.classes), "target_modules": result.target_modules,
             "trainable_parameters": result.trainable_parameters, "resumed_from": result.resumed_from,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import ntps
 from ntps import lora
 from ntps.tiny import tiny_model
 
@@ -431,6 +432,9 @@ def test_fine_tune_task_caches_everything(tmp_path, monkeypatch, llama):
     assert not run.info["cached"] and run.losses.shape == (3,) and 0.0 <= run.test_accuracy <= 1.0
     assert run.after.num_layers == llama[0].config.num_hidden_layers + 1 and run.after.n_texts == 8
     assert run.info["train_seconds"] > 0 and run.info["target_modules"] == ["q_proj", "k_proj", "v_proj"]
+    test_labels = ntps.data.load("rt_sentiment", "test", root=root).labels
+    predictions = np.asarray(run.info["test_predictions"])
+    assert predictions.shape == test_labels.shape and run.test_accuracy == np.mean(predictions == test_labels)
     unloaded = ModelSource("tiny-llama")  # a cache hit never loads the model
     again = lora.fine_tune_task("tiny-llama", "rt_sentiment", model=unloaded, **settings)
     assert again.info["cached"] and not unloaded.loaded
@@ -451,3 +455,20 @@ def test_fine_tune_task_caches_everything(tmp_path, monkeypatch, llama):
                             data_root=root, max_length=24)
     with pytest.raises(ValueError, match="tokenizer from the model.*keyed wrongly"):
         lora.fine_tune_task("tiny-llama", "rt_sentiment", model=source, tokenizer="elsewhere", **settings)
+
+
+def test_gain_bootstrap_is_a_paired_resampling_of_the_test_texts():
+    from ntps.lora import gain_bootstrap
+
+    rng = np.random.default_rng(3)
+    lora_right = rng.random(120) < 0.8
+    probe_right = np.where(rng.random(120) < 0.7, lora_right, ~lora_right)  # errors that go together
+    gain, low, high = gain_bootstrap(lora_right, probe_right, n_boot=500, seed=9)
+    assert gain == pytest.approx(lora_right.mean() - probe_right.mean())
+    # the same resampling, written as a loop over draws
+    draws = np.random.default_rng(9).integers(0, 120, size=(500, 120))
+    by_hand = [lora_right[d].mean() - probe_right[d].mean() for d in draws]
+    assert (low, high) == pytest.approx(tuple(np.quantile(by_hand, [0.025, 0.975])))
+    assert low <= gain <= high
+    with pytest.raises(ValueError, match="one length"):
+        gain_bootstrap([1, 0], [1])
