@@ -9,7 +9,7 @@ tables the chapter reads:
 
 * ``layers.csv``: one row per (task, layer, k): theorem-consistent NTPS, p, null, lift, and the
   probes of that layer (in-sample and held-out accuracy, Cohen's kappa, majority baseline), with
-  the task's sizes and number of classes;
+  the task's sizes, number of classes and the training split's majority-class share;
 * ``log.txt``: what ran, on what, and how long each stage took.
 
 It keeps one CSV per task in the output folder and skips a task whose CSV is there with the same
@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 import ntps
-from ntps import data, experiments
+from ntps import data, experiments, probes
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "n-above-d-cpu-2026-11-30"
@@ -65,6 +65,7 @@ def run_task(task: str, args, log) -> pd.DataFrame:
     table.insert(1, "n_train", len(train.labels))
     table.insert(2, "n_test", len(test.labels))
     table.insert(3, "classes", train.moments.num_classes)
+    table.insert(4, "majority_share", probes.majority_accuracy(train.labels))
     tokens = {row.split: int(row.tokens) for row in passes.itertuples()}
     log(f"{task}: N = {len(train.labels)} train / {len(test.labels)} test texts, C = {train.moments.num_classes}, "
         f"tokens {tokens.get('train', 0)} / {tokens.get('test', 0)}; forward passes "
@@ -73,6 +74,14 @@ def run_task(task: str, args, log) -> pd.DataFrame:
         f"in-sample accuracy {probed.train_accuracy.min():.3f}..{probed.train_accuracy.max():.3f}, "
         f"held out {probed.test_accuracy.min():.3f}..{probed.test_accuracy.max():.3f}")
     return table
+
+
+def with_majority_share(part: pd.DataFrame) -> pd.DataFrame:
+    """The training split's majority-class share, for a task table written before the column was."""
+    if "majority_share" not in part.columns:
+        task, n_train = part["task"].iloc[0], int(part["n_train"].iloc[0])
+        part.insert(4, "majority_share", probes.majority_accuracy(data.load(task, "train", max_examples=n_train).labels))
+    return part
 
 
 def main(argv=None) -> int:
@@ -114,7 +123,7 @@ def main(argv=None) -> int:
         table = run_task(task, args, log)
         table.to_csv(part, index=False, float_format="%.6g")
         stamp.write_text(json.dumps(wanted) + "\n")
-    parts = [pd.read_csv(args.out / f"{task}.csv") for task in data.OFFLINE_SUITE
+    parts = [with_majority_share(pd.read_csv(args.out / f"{task}.csv")) for task in data.OFFLINE_SUITE
              if (args.out / f"{task}.csv").is_file()]
     pd.concat(parts, ignore_index=True).to_csv(args.out / "layers.csv", index=False, float_format="%.6g")
     log(f"layers.csv: {len(parts)} tasks")

@@ -859,8 +859,8 @@ def committed_run(folder: str | Path | None = None) -> tuple[pd.DataFrame, pd.Da
 
     Returns ``(ntps, probes, baselines)``: ``ntps`` as :func:`ntps_table` gives it (variant
     "theorem", with p, null and lift), ``probes`` as :func:`probe_table` (plus n_train, n_test and
-    classes), and ``baselines`` as :func:`task_baselines`, its majority shares recomputed from the
-    same training texts (``ntps.data.load`` at the run's cap). ``folder`` defaults to the run
+    classes), and ``baselines`` as :func:`task_baselines` (the run's ``majority_share`` column; for
+    a run without it, recomputed from the same training texts, ``ntps.data.load`` at the run's cap). ``folder`` defaults to the run
     committed in the book's checkout (:data:`N_ABOVE_D_RUN`).
     """
     from . import data
@@ -878,8 +878,10 @@ def committed_run(folder: str | Path | None = None) -> tuple[pd.DataFrame, pd.Da
     probes = table.drop_duplicates(["task", "layer"])[probe_columns].reset_index(drop=True)
     rows = []
     for task, part in probes.groupby("task", sort=False):
-        labels = data.load(task, "train", max_examples=int(part["n_train"].iloc[0])).labels
-        share = majority_accuracy(labels)
+        if "majority_share" in table.columns:
+            share = float(table.loc[table["task"] == task, "majority_share"].iloc[0])
+        else:  # an older run: recompute it from the same training texts
+            share = majority_accuracy(data.load(task, "train", max_examples=int(part["n_train"].iloc[0])).labels)
         rows += [{"task": task, "layer": int(layer), "majority_share": share,
                   "neg_classes": -float(part["classes"].iloc[0])} for layer in part["layer"]]
     return ntps, probes, pd.DataFrame(rows)
