@@ -230,7 +230,7 @@ null_rows = []
 for task in task_names:
     one = train[main_model][task].moments.layer(null_layer)
     part = scores[(scores.task == task) & (scores.variant == "theorem") & (scores.layer == null_layer)]
-    for f in (k_fractions[0], experiments.nearest(k_fractions, 0.25), k_fractions[-1]):
+    for f in sorted({float(k_fractions[0]), float(experiments.nearest(k_fractions, 0.25)), float(k_fractions[-1])}):
         row = part[np.isclose(part.k_fraction, f)].iloc[0]
         uniform = ntps.score.random_encoder_ntps(one["sxx"], one["sxy"], int(row.k), draws=null_draws, seed=seed)
         gaussian = ntps.score.random_encoder_ntps(one["sxx"], one["sxy"], int(row.k), draws=null_draws,

@@ -1190,6 +1190,8 @@ def _read_run(folder: Path, key: str, layers) -> LoraTaskRun | None:
         return None
     if info.get("key") != key or (layers != [] and not (folder / "after" / "moments.json").is_file()):
         return None
+    if "test_predictions" not in info:  # written before runs kept their predictions: score it again
+        return None
     after = None if layers == [] else Moments.load(folder / "after")
     info["cached"] = True
     return LoraTaskRun(float(info["test_accuracy"]), np.asarray(info["losses"], dtype=np.float64), after, info)
