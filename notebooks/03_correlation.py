@@ -916,10 +916,26 @@ cost
 # (`ntps.experiments.should_you_use_ntps`).
 
 # %%
+summary_meta = {
+    "kappa_held_out": interval(get("ntps:theorem", "leave-one-task-out", "test_kappa")),
+    "partial_held_out": interval(partials[(partials.score == "NTPS theorem")
+                                          & (partials.rule == "leave-one-task-out")].iloc[0])}
+if run_ntps is not None:
+    def run_interval(score, rule, target):
+        row = run_correlation[(run_correlation.score == score) & (run_correlation.rule == rule)
+                              & (run_correlation.target == target)]
+        return interval(row.iloc[0]) if len(row) else "undefined"
+    summary_meta["n_above_d"] = {
+        "tasks": len(run_tasks), "tasks_1200": n_large, "below_one": run_below_one,
+        "paper_protocol": run_interval("ntps:theorem", "in-sample", "train_accuracy"),
+        "held_out": run_interval("ntps:theorem", "leave-one-task-out", "test_accuracy"),
+        "kappa_held_out": run_interval("ntps:theorem", "leave-one-task-out", "test_kappa"),
+        "partial_held_out": interval(run_partials.loc["leave-one-task-out"]),
+        "majority_held_out": run_interval("majority_share", "leave-one-task-out", "test_accuracy")}
 results.save_table("layers", layer_records, profile=results_profile)
 results.save_table("selection", correlation, profile=results_profile, meta={
     "model": main_model, "n_train": n_train, "width": width, "fixed_layer": fixed_layer,
-    "fixed_k_fraction": fixed_k_fraction, "costs": {
+    "fixed_k_fraction": fixed_k_fraction, **summary_meta, "costs": {
         "forward_seconds": float(main_extraction["seconds"].sum()), "ntps_seconds": float(ntps_seconds),
         "probe_seconds": float(probe_seconds)}})
 print(f"saved 'layers' ({len(layer_records)} rows) and 'selection' ({len(correlation)} rows) for {results_profile}")

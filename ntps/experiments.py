@@ -935,8 +935,18 @@ def should_you_use_ntps(profile: str = "cpu", *, model: str | None = None, near:
         f"- **Which task a model suits.** Across tasks, with (layer, k) chosen on the other tasks, NTPS correlates "
         f"with held-out probe accuracy at {held_out('ntps:theorem')}; the peers on the same features: LogME "
         f"{held_out('logme')}, regularised H-score {held_out('regularized_h_score')}, RankMe {held_out('rankme')}; "
-        f"the majority-class share alone {held_out('majority_share')}.",
+        f"the majority-class share alone {held_out('majority_share')}."
+        + (f" Against Cohen's kappa of the probe, a chance-corrected target, NTPS gives {meta['kappa_held_out']}; with "
+           f"the majority share held fixed, {meta['partial_held_out']}." if "kappa_held_out" in meta else ""),
     ]
+    large = meta.get("n_above_d")
+    if large:
+        lines.append(
+            f"- **With more texts than the width** (a committed run: {large['tasks']} tasks, {large['tasks_1200']} "
+            f"of them with 1,200 training texts): the paper's protocol (configuration and target in-sample) gives "
+            f"{large['paper_protocol']}; held out, {large['held_out']} against accuracy, {large['kappa_held_out']} "
+            f"against kappa, {large['partial_held_out']} given the majority share; the majority share alone "
+            f"{large['majority_held_out']}.")
     costs = meta.get("costs", {})
     if costs:
         lines.append(
@@ -962,11 +972,15 @@ def should_you_use_ntps(profile: str = "cpu", *, model: str | None = None, near:
         lora_rows = []
     lora = pd.DataFrame(lora_rows)
     if len(lora) and {"gain_low", "gain_high"} <= set(lora.columns):
+        from .evaluate import correlations
+
         lora = lora[lora.model == model]
         excluded = int(((lora.gain_low > 0) | (lora.gain_high < 0)).sum())
+        agreement = correlations(lora["ntps"], -lora["gain"], methods=["spearman"]).loc["spearman"]
         lines.append(
             f"- **Whether LoRA will pay.** On {len(lora)} tasks, the gain of LoRA over the probe has an interval "
-            f"that excludes 0 on {excluded}; with so few, NTPS cannot be said to predict it here (the LoRA chapter).")
+            f"that excludes 0 on {excluded}; NTPS at the fixed configuration correlates with minus the gain at "
+            f"{format_interval(agreement)} (the LoRA chapter).")
     lines.append(
         f"- **When the bounds say NTPS can be trusted**: many more texts than dimensions (here N / d = "
         f"{n_train / width:.2f}), a small k, and k below p, the rank of S_xx (p <= min(N, d) = {min(n_train, width)} "
