@@ -207,7 +207,7 @@ for task in task_names:
                                 test[task].features[:, last_position], test[task].labels, C=probe_C,
                                 num_classes=train[task].moments.num_classes)
     probe_rows.append({"task": task, "probe_test_accuracy": fit.test_accuracy,
-                       "probe_correct": fit.test_predictions == test[task].labels,
+                       "probe_correct": np.asarray(fit.test_predictions) == test[task].labels,
                        "probe_train_accuracy": fit.train_accuracy, "probe_converged": fit.converged,
                        "probe_seconds": time.perf_counter() - began})
 probe = pd.DataFrame(probe_rows).set_index("task")

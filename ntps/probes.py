@@ -112,7 +112,7 @@ class LogisticProbe(NamedTuple):
     converged: bool  # lbfgs reached its tolerance within max_iter
     n_iter: int
     test_kappa: float = float("nan")  # Cohen's kappa of the held-out predictions (NaN without a test split)
-    test_predictions: np.ndarray | None = None  # (M,) predicted class of every held-out example
+    test_predictions: tuple[int, ...] | None = None  # predicted class of every held-out example, in order
 
 
 def logistic_probe(x_train, y_train, x_test=None, y_test=None, *, C: float = 1.0, max_iter: int = 2000,
@@ -146,7 +146,7 @@ def _logistic(ztr, zte, ytr, yte, *, C, max_iter, tol) -> LogisticProbe:
         return LogisticProbe(train_acc, float("nan"), converged, int(np.max(model.n_iter_)))
     predicted = model.predict(zte)
     return LogisticProbe(train_acc, float(np.mean(predicted == yte)), converged, int(np.max(model.n_iter_)),
-                         cohen_kappa(yte, predicted), np.asarray(predicted))
+                         cohen_kappa(yte, predicted), tuple(int(c) for c in predicted))
 
 
 def cohen_kappa(truth, predicted) -> float:

@@ -299,7 +299,8 @@ def test_correlation_records_read_the_chosen_configuration():
                             "ntps": rng.uniform()} for t in tasks for l in layers for f in fractions])
     probe_t = pd.DataFrame([{"task": t, "layer": l, "train_accuracy": 1.0, "test_accuracy": rng.uniform(),
                              "train_mse": rng.uniform(), "test_mse": rng.uniform(), "converged": True,
-                             "majority_accuracy": 0.5, "test_gain": rng.uniform()} for t in tasks for l in layers])
+                             "majority_accuracy": 0.5, "test_gain": rng.uniform(),
+                             "test_kappa": rng.uniform()} for t in tasks for l in layers])
     _, selections = experiments.selection_table(ntps_t, probe_t, fixed_layer=1, fixed_k_fraction=0.5, n_boot=50,
                                                 targets={"test_accuracy": True})
     records = experiments.correlation_records(selections, probe_t, model="m")
