@@ -74,6 +74,7 @@ train_batch_size = 8
 group_by_length = True  # batches of similar length: less padding, same texts per window
 max_grad_norm = 1.0
 checkpoint_every = 16  # updates between checkpoints (an interrupted run resumes from the last one)
+after_lora_tasks = None  # the tasks whose merged model is run again for NTPS after LoRA (None: every task)
 seed = 0
 # NTPS and the statistics
 n_k = 19  # k grid: k_v is round(f d) for f in 1/(n_k+1), ..., n_k/(n_k+1)
@@ -109,6 +110,7 @@ except ImportError:  # ... elsewhere (Colab) they show where they are computed
         IPython.display.display(value)
 
 task_names = list(tasks) if tasks is not None else list(data.OFFLINE_SUITE)
+after_names = [t for t in task_names if after_lora_tasks is None or t in after_lora_tasks]
 k_fractions = experiments.k_fraction_grid(n_k)
 pct = f"{confidence:.0%}"
 lora_settings = lora.LoraSettings(  # checked once, here: a bad value fails at the top of the page
@@ -244,11 +246,12 @@ for task in task_names:
     run = lora.fine_tune_task(model_name, task, lora_settings, model=source, max_length=max_length,
                               max_examples_train=max_examples_train, max_examples_test=max_examples_test,
                               data_root=data_root, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                              batch_size_eval=batch_size)
-    # NTPS of every layer and k after LoRA, from the merged model's moments (used further below)
-    table, timing = experiments.ntps_table({task: run.after}, k_fractions=k_fractions, variants=("theorem", "spectral"))
-    after_tables.append(experiments.below_rank(table)[0])
-    after_timings.append(timing)
+                              batch_size_eval=batch_size, after_layers=None if task in after_names else [])
+    if run.after is not None:  # NTPS of every layer and k after LoRA, from the merged model's moments (below)
+        table, timing = experiments.ntps_table({task: run.after}, k_fractions=k_fractions,
+                                               variants=("theorem", "spectral"))
+        after_tables.append(experiments.below_rank(table)[0])
+        after_timings.append(timing)
     runs[task] = run._replace(after=None)  # keep the scores, free the moments
 source.release()
 info = runs[task_names[0]].info
@@ -427,10 +430,11 @@ print(f"over {len(values)} configurations with a defined correlation: {share_pos
 #
 # The abstract says NTPS increases after LoRA fine-tuning. The moments of the merged model on the
 # same training texts give NTPS of every layer again; the adapters change only the attention's
-# query, key and value maps, yet every later layer moves with them. Below, one column per task:
-# the theorem-consistent NTPS along the depth before (solid) and after (dashed) fine-tuning, at a
-# the fixed k of a tenth of the width and at a larger k (top, on a zoomed scale), and the change, after minus
-# before (bottom).
+# query, key and value maps, yet every later layer moves with them. To fit the CPU budget, the
+# merged model is run again only on the tasks in `after_lora_tasks` (on the CPU page, the first
+# four). Below, one column per task: the theorem-consistent NTPS along the depth before (solid)
+# and after (dashed) fine-tuning, at the fixed k of a tenth of the width and at a larger k (top, on
+# a zoomed scale), and the change, after minus before (bottom).
 
 # %%
 after = pd.concat(after_tables, ignore_index=True)
@@ -440,8 +444,8 @@ at_k = both[np.isclose(both.k_fraction, fixed_k)]
 small_k = fixed_k  # the findings read the change at the fixed k, far from NTPS's ceiling of 1
 shown_k = sorted({fixed_k, float(experiments.nearest(k_fractions, 0.3))})
 theorem_both = both[(both.variant == "theorem") & both.k_fraction.apply(lambda f: bool(np.isclose(f, shown_k).any()))]
-columns = min(4, len(task_names))
-groups = [task_names[i:i + columns] for i in range(0, len(task_names), columns)]
+columns = min(4, len(after_names))
+groups = [after_names[i:i + columns] for i in range(0, len(after_names), columns)]
 fig, axes = plt.subplots(2 * len(groups), columns, figsize=(4.2 * columns, 5.6 * len(groups)), squeeze=False,
                          sharex=True)
 k_colours = dict(zip(shown_k, ["C2", "C0"]))
@@ -484,7 +488,7 @@ for f in shown_k:
         "mean change over layers": delta.groupby("task").mean(),
         "share of layers where it rises": delta.groupby("task").apply(lambda c: float((c > 0).mean())),
     })
-change = pd.concat(pieces, axis=1).reindex(task_names)
+change = pd.concat(pieces, axis=1).reindex(after_names)
 change
 
 # %% [markdown]
@@ -589,7 +593,7 @@ lines = [
     f"positive on {int((rises_small > 0).sum())} of {len(rises_small)} tasks ({rises_small.min():+.3f} to "
     f"{rises_small.max():+.3f}), and at the last layer, the one the head reads, {rises_small_last.min():+.3f} to "
     f"{rises_small_last.max():+.3f}. "
-    + (f"That is the direction the abstract describes, after only {steps} updates; with {len(task_names)} tasks and "
+    + (f"That is the direction the abstract describes, after only {steps} updates; with {len(after_names)} tasks and "
        "one seed it is an observation, not a test." if (rises_small > 0).all() else
        f"The abstract's claim does not hold uniformly here; after only {steps} updates this is a weak test of it."),
     f"- **Cost.** NTPS took {cost.loc['all tasks', 'NTPS total']:.1f} s for {len(task_names)} tasks, "
@@ -617,7 +621,8 @@ for task in task_names:
               "linear_probe_test_accuracy": float(outcome.loc[task, "probe accuracy"]),
               "gain": float(outcome.loc[task, "gain"]), "gain_low": float(outcome.loc[task, "gain low"]),
               "gain_high": float(outcome.loc[task, "gain high"]),
-              "ntps_after": float(change.loc[task, (fixed_col, f"after, layer {fixed_layer}")])}
+              "ntps_after": float(change.loc[task, (fixed_col, f"after, layer {fixed_layer}")])
+              if task in after_names else None}
     for variant in ("spectral", "reference"):
         values = at_fixed.loc[at_fixed.variant == variant, "ntps"]
         record[f"ntps_{variant}"] = float(values.iloc[0]) if len(values) else None
