@@ -916,8 +916,10 @@ cost
 # (`ntps.experiments.should_you_use_ntps`).
 
 # %%
+kappa_rows = correlation[(correlation.model == main_model) & (correlation.score == "ntps:theorem")
+                         & (correlation.target == "test_kappa") & (correlation.rule == "leave-one-task-out")]
 summary_meta = {
-    "kappa_held_out": interval(get("ntps:theorem", "leave-one-task-out", "test_kappa")),
+    "kappa_held_out": interval(kappa_rows.iloc[0]) if len(kappa_rows) else "undefined",
     "partial_held_out": interval(partials[(partials.score == "NTPS theorem")
                                           & (partials.rule == "leave-one-task-out")].iloc[0])}
 if run_ntps is not None:
