@@ -17,11 +17,12 @@ First it prints the CPU's capability as PyTorch sees it and whether the CPU mult
 matrices in hardware (AVX512-BF16 or AMX: `ntps.models.cpu_supports_bf16`). Without that,
 PyTorch's bf16 matrix products take a slow fallback path, and bf16 is slower than float32.
 
-    python benchmarks/bf16_cpu.py --threads 1        # about 20 minutes on 2 AVX2 cores, one used
+    python benchmarks/bf16_cpu.py --threads 1        # 17 minutes on 2 AVX2 cores, one used
     python benchmarks/bf16_cpu.py --threads 1 --train 160 --test 80 --texts 64   # larger, slower
 
-bf16 on a CPU without native products is slow (about 18 tokens/s on one AVX2 core for this
-model), so the defaults are small: 32 throughput texts, 128 train and 64 test texts per task.
+bf16 on a CPU without native products is slow (18 to 21 tokens/s on one AVX2 core for this
+model, `benchmarks/results/cpu-2core-2026-11-30-bf16.txt`), so the defaults are small: 32
+throughput texts, 128 train and 64 test texts per task.
 """
 
 from __future__ import annotations

@@ -100,6 +100,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once_with_the_fix(monkeypatch):
     message = str(slow[0].message)
     assert models.BF16_CPU_BENCHMARK in message and "dtype='float32'" in message and "slower" in message
     assert slow[0].filename == __file__  # points at the caller's line
+    assert (Path(__file__).parents[1] / models.BF16_CPU_BENCHMARK).is_file()  # the log it names exists
     with warnings.catch_warnings():
         warnings.simplefilter("error", NTPSWarning)
         load_model("tiny-llama")  # float32: nothing to say
