@@ -50,6 +50,7 @@ __all__ = [
     "ATTENTION_TARGETS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "AUTOCAST_DTYPES",
     "AttentionModulesNotFoundError",
     "LoraSettings",
     "LoraResult",
@@ -80,6 +81,7 @@ ATTENTION_TARGETS: tuple[tuple[str, ...], ...] = (
 )
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("cosine", "linear", "constant")
+AUTOCAST_DTYPES = ("bfloat16",)  # LoraSettings.autocast: float16 would need loss scaling
 CHECKPOINT_FORMAT = "ntps-lora-checkpoint/1"
 
 
@@ -254,6 +256,20 @@ def _choice(value, name: str, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
+def _autocast(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype):
+        value = str(value).removeprefix("torch.")
+    if not isinstance(value, str):
+        raise TypeError(f"autocast must be None or a dtype name such as 'bfloat16', got {value!r}")
+    name = {"bf16": "bfloat16"}.get(value.lower(), value.lower())
+    if name not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be None (no autocast) or 'bfloat16', got {value!r}; float16 autocast "
+                         "needs loss scaling, which train_lora does not do")
+    return name
+
+
 def _module_names(value) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -319,6 +335,14 @@ class LoraSettings:
     checkpoint_every : int
         Updates between checkpoints, at least 1. It does not change the result, so it is no part
         of :meth:`result_dict` nor of any cache key.
+    autocast : {None, "bfloat16"}
+        Run the backbone's training forward under ``torch.autocast`` in this dtype (CPU or GPU).
+        The weights keep their dtype (float32 master weights for a float32 model, and so the
+        adapters and their optimiser state), and the head and the loss stay float32, outside
+        autocast; evaluation (:func:`predict`) runs without it. None (the default): no autocast,
+        and no part of any cache key or checkpoint fingerprint. Pays on GPUs and on CPUs with
+        native bf16 products (``ntps.models.cpu_supports_bf16``); elsewhere it is slower than
+        float32.
 
     Examples
     --------
@@ -359,6 +383,7 @@ class LoraSettings:
     group_by_length: bool = False
     seed: int = 0
     checkpoint_every: int = 50
+    autocast: str | None = None  # last: a new field must not move the others (positional use)
 
     def __post_init__(self):
         checked = {
@@ -382,6 +407,7 @@ class LoraSettings:
             "group_by_length": _flag(self.group_by_length, "group_by_length"),
             "seed": _nonnegative_int(self.seed, "seed"),
             "checkpoint_every": _positive_int(self.checkpoint_every, "checkpoint_every"),
+            "autocast": _autocast(self.autocast),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -502,11 +528,18 @@ def _tokenize(tokenizer, texts, max_length):
     return ids
 
 
-def _pooled_last_state(backbone, ids, mask):
-    """Mean of the last hidden state over the real tokens: [B, d] (float32 or wider)."""
+def _pooled_last_state(backbone, ids, mask, autocast: str | None = None):
+    """Mean of the last hidden state over the real tokens: [B, d] (float32 or wider). With
+    ``autocast``, the backbone's forward runs under ``torch.autocast`` in that dtype; the pooling
+    does not."""
+    import contextlib
+
     from .features import mean_pool
 
-    out = backbone(input_ids=ids, attention_mask=mask, use_cache=False)
+    context = contextlib.nullcontext() if autocast is None else torch.autocast(
+        device_type=ids.device.type, dtype=getattr(torch, autocast))
+    with context:
+        out = backbone(input_ids=ids, attention_mask=mask, use_cache=False)
     return mean_pool(out.last_hidden_state, mask)
 
 
@@ -766,11 +799,14 @@ def _plan(model, tokenizer, texts, labels, settings: LoraSettings, num_classes, 
     input_ids = _tokenize(tokenizer, texts, settings.max_length)
     parameter = next(model.parameters())
     # The fields and types of the first checkpoints' record (alpha a float, the resolved module names),
-    # so that those checkpoints still resume.
+    # so that those checkpoints still resume; later fields only when they differ from their defaults.
+    values = settings.result_dict()
+    if values["autocast"] is None:
+        del values["autocast"]
     record = {
         "model": getattr(model.config, "_name_or_path", None) or type(model).__name__,
         "model_class": type(model).__name__, "dtype": str(parameter.dtype).removeprefix("torch."),
-        **settings.result_dict(), "alpha": float(settings.alpha), "target_modules": targets,
+        **values, "alpha": float(settings.alpha), "target_modules": targets,
         "num_classes": num_classes, "n_texts": len(texts),
         "head_init": None if head_init is None else digest(*(np.asarray(a, dtype=np.float64) for a in head_init)),
         "ntps_version": __version__, "peft_version": peft.__version__,
@@ -853,8 +889,8 @@ def _train_steps(run: _Run, plan: _Plan, settings: LoraSettings, folder: Path | 
             group["lr"] = settings.lr * group["lr_scale"] * lr_factor(step, steps, plan.warmup, settings.schedule)
         batch = plan.order[step]
         ids, mask = _right_padded([plan.input_ids[i] for i in batch], plan.pad_id, plan.device)
-        pooled = _pooled_last_state(backbone, ids, mask)
-        logits = run.head(pooled.float())
+        pooled = _pooled_last_state(backbone, ids, mask, settings.autocast)
+        logits = run.head(pooled.float())  # the head and the loss in float32, outside autocast
         loss = torch.nn.functional.cross_entropy(logits, targets_y[batch])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss.item()} at step {step}; lower lr "

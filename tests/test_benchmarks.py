@@ -61,3 +61,66 @@ def test_matmul_flops_match_pytorchs_count(bench, precision, dtype):
     released = counted(lambda: bench.released_pass(backbone, bench.padded_batches(tokenizer, texts, 1,
                                                                                   torch.device("cpu"))))
     assert released - forward == pytest.approx(predicted["released"], rel=1e-12)
+
+
+# -- benchmarks/bf16_cpu.py: its arguments and a tiny run (what it prints, not how fast) -----------
+@pytest.fixture(scope="module")
+def bf16_bench():
+    path = Path(__file__).parents[1] / "benchmarks" / "bf16_cpu.py"
+    spec = importlib.util.spec_from_file_location("benchmark_bf16_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+OFFLINE_ROOT = str(Path(__file__).parent / "data" / "offline")
+TINY_RUN = ["--model", "tiny-llama", "--texts", "6", "--train", "8", "--test", "4", "--rounds", "1",
+            "--tasks", "rt_sentiment", "fortunes_topic", "--data-root", OFFLINE_ROOT]
+
+
+def test_bf16_benchmark_arguments(bf16_bench):
+    args = bf16_bench.parse_args([])
+    assert (args.model, args.tasks, args.agreement_max_length) == ("smollm2-135m", list(bf16_bench.TASKS), 32)
+    assert args.threads is None and args.rounds == 2
+    assert bf16_bench.parse_args(["--threads", "1", "--train", "160", "--test", "80"]).train == 160
+    for bad in (["--threads", "0"], ["--train", "0"], ["--rounds", "0"]):
+        with pytest.raises(SystemExit):
+            bf16_bench.parse_args(bad)
+
+
+def test_bf16_benchmark_tiny_run(bf16_bench, capsys):
+    threads = torch.get_num_threads()
+    try:
+        results = bf16_bench.main(TINY_RUN + ["--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert "CPU capability (torch.backends.cpu.get_cpu_capability)" in printed
+    assert "native bf16 products (ntps.models.cpu_supports_bf16)" in printed
+    assert "bare: bfloat16 / float32 throughput" in printed and "moments: bfloat16 / float32 throughput" in printed
+    assert set(results["throughput"]["ratios"]) == {"bare", "moments"}
+    assert all(r > 0 for r in results["throughput"]["ratios"].values())
+    for task, row in results["agreement"].items():
+        assert row["k_max"] == 8 - 1  # k < min(N, d): N = 8 texts, d = 32
+        assert -1 <= row["ntps_spearman"] <= 1 and 0 <= row["ntps_max_diff"] < 0.1
+        assert f"== {task}: 8 train / 4 test texts" in printed
+
+
+def test_bf16_benchmark_finds_no_difference_between_equal_models(bf16_bench, monkeypatch, capsys):
+    """The comparison itself: two float32 copies of one model agree exactly, in every figure."""
+    from ntps.models import load_model
+
+    def two_float32_copies(name):
+        model, tokenizer = load_model(name)
+        return {"float32": model, "bfloat16": load_model(name)[0]}, tokenizer
+
+    monkeypatch.setattr(bf16_bench, "load_models", two_float32_copies)
+    threads = torch.get_num_threads()
+    try:
+        results = bf16_bench.main(TINY_RUN + ["--threads", "1", "--skip-throughput"])
+    finally:
+        torch.set_num_threads(threads)
+    assert "throughput" not in results
+    for row in results["agreement"].values():
+        assert row["ntps_max_diff"] == 0 and row["probe_max_diff"] == 0 and row["ntps_spearman"] == pytest.approx(1)
+    assert "largest |difference| 0.0000" in capsys.readouterr().out

@@ -82,6 +82,8 @@ BAD_SETTINGS = [  # field, bad value, error, what the message says
     ("group_by_length", "yes", TypeError, "group_by_length must be True or False"),
     ("seed", -1, ValueError, "seed must be at least 0"),
     ("checkpoint_every", 0, ValueError, "checkpoint_every must be at least 1"),
+    ("autocast", "float16", ValueError, r"autocast must be None \(no autocast\) or 'bfloat16'.*loss scaling"),
+    ("autocast", 16, TypeError, "autocast must be None or a dtype name"),
 ]
 
 
@@ -159,6 +161,25 @@ def test_the_run_key_keeps_the_form_of_the_first_cached_runs():
     changed = lora._train_key(settings.replace(weight_decay=0.01, checkpoint_every=1), None)
     assert changed == lora._train_key(settings, None) | {"weight_decay": 0.01}
     assert "max_length" not in lora._train_key(settings.replace(max_length=32), None)  # keyed on its own
+    # autocast enters the key only when on, in one spelling
+    for spelling in ("bfloat16", "bf16", "BF16", torch.bfloat16):
+        assert settings.replace(autocast=spelling).autocast == "bfloat16"
+        assert lora._train_key(settings.replace(autocast=spelling), None) == \
+            lora._train_key(settings, None) | {"autocast": "bfloat16"}
+
+
+def test_default_autocast_leaves_the_checkpoint_record_as_it_was(llama):
+    """The record (hence the fingerprint) of a run without autocast has no autocast entry, as before
+    the field existed, so that existing checkpoints still resume; with autocast it differs."""
+    model, tokenizer = llama
+    settings = lora.LoraSettings(steps=3)
+    plain = lora._plan(model, tokenizer, TEXTS, LABELS, settings, None, None)
+    assert "autocast" not in plain.record
+    legacy = {k: v for k, v in settings.result_dict().items() if k != "autocast"}
+    assert {k: plain.record[k] for k in legacy if k not in ("alpha", "target_modules")} == \
+        {k: v for k, v in legacy.items() if k not in ("alpha", "target_modules")}
+    cast = lora._plan(model, tokenizer, TEXTS, LABELS, settings.replace(autocast="bfloat16"), None, None)
+    assert cast.record == plain.record | {"autocast": "bfloat16"} and cast.fingerprint != plain.fingerprint
 
 
 def test_no_old_name_is_left():
@@ -279,10 +300,11 @@ def _weights(result):
     return {k: v.detach().clone() for k, v in named.items()}
 
 
-@pytest.mark.parametrize("optimizer,arch", [("adamw", "llama"), ("adafactor", "gpt2")])
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, optimizer, arch):
+@pytest.mark.parametrize("optimizer,arch,autocast", [("adamw", "llama", None), ("adafactor", "gpt2", None),
+                                                     ("adamw", "llama", "bfloat16")])
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, optimizer, arch, autocast):
     model, tokenizer = tiny_model(arch)
-    settings = dict(steps=7, seed=1, dropout=0.1, optimizer=optimizer, warmup_ratio=0.2, **FAST)
+    settings = dict(steps=7, seed=1, dropout=0.1, optimizer=optimizer, warmup_ratio=0.2, autocast=autocast, **FAST)
     whole = lora.train_lora(model, tokenizer, TEXTS, LABELS, **settings)
     folder = tmp_path / "run"
     with pytest.raises(Interrupt):  # killed at step 5; the last checkpoint is step 3
@@ -312,6 +334,64 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, llama):
         other = lora.train_lora(model, tokenizer, TEXTS, LABELS, steps=2, seed=1, checkpoint=folder, **FAST)
     assert other.resumed_from == 0
     assert json.loads((folder / "checkpoint.json").read_text())["settings"]["seed"] == 1
+
+
+# -- bfloat16 autocast -------------------------------------------------------------------------------
+def _first_step_loss_by_hand(result, order, model_dtype, autocast):
+    """The loss of update 0 written out: the first batch through the run's (unchanged) model, in
+    eval mode (dropout 0), pooled over real tokens, through the float32 head."""
+    import copy
+
+    from ntps.extract import _right_padded
+
+    tokenizer = result.tokenizer
+    peft_model = copy.deepcopy(result.model).to(model_dtype).eval()
+    ids, mask = _right_padded([tokenizer(TEXTS[i])["input_ids"] for i in order[0]], tokenizer.pad_token_id,
+                              torch.device("cpu"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        states = peft_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    states, weights = states.float(), mask.float()
+    pooled = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+    logits = result.head(pooled)
+    return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(LABELS[order[0]])))
+
+
+def test_bf16_autocast_step_is_the_float32_step_within_bf16_round_off(llama):
+    model, tokenizer = llama
+    # warm-up: update 0 has learning rate 0, so the returned model is the one that computed loss 0
+    settings = lora.LoraSettings(steps=1, batch_size=8, lr=3e-2, rank=4, alpha=8, dropout=0.0, warmup_ratio=0.5,
+                                 seed=2)
+    order = lora.batch_order(len(TEXTS), 1, 8, seed=2)
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append(out.dtype) if isinstance(module, torch.nn.Linear) else None)
+    try:
+        cast = lora.train_lora(model, tokenizer, TEXTS, LABELS, settings.replace(autocast="bfloat16"), progress=False)
+    finally:
+        hook.remove()
+    plain = lora.train_lora(model, tokenizer, TEXTS, LABELS, settings, progress=False)
+    # the projections ran in bf16, the head (the last Linear) in float32
+    assert torch.bfloat16 in seen and seen[-1] == torch.float32
+    # master weights, adapters, head and optimiser state stay float32
+    assert all(p.dtype == torch.float32 for p in cast.model.parameters())
+    assert cast.head.weight.dtype == cast.head.bias.dtype == torch.float32
+    assert cast.config["autocast"] == "bfloat16" and "autocast" not in plain.config
+    # independent: the same batch written out, in float32 exactly and in bf16 (a bf16 copy of the model)
+    float32_loss = _first_step_loss_by_hand(plain, order, torch.float32, autocast=False)
+    assert plain.losses[0] == pytest.approx(float32_loss, rel=1e-6)
+    by_hand_bf16 = _first_step_loss_by_hand(cast, order, torch.bfloat16, autocast=False)
+    by_hand_autocast = _first_step_loss_by_hand(cast, order, torch.float32, autocast=True)
+    assert cast.losses[0] == pytest.approx(by_hand_autocast, rel=1e-6)
+    # bf16 rounds to 8 significant bits (a relative 2^-9, 0.2%): the losses agree to a few of those
+    assert cast.losses[0] == pytest.approx(float32_loss, rel=5e-3) and cast.losses[0] != plain.losses[0]
+    assert cast.losses[0] == pytest.approx(by_hand_bf16, rel=5e-3)
+
+
+def test_bf16_autocast_training_learns(llama):
+    model, tokenizer = llama
+    result = lora.train_lora(model, tokenizer, TEXTS, LABELS, steps=40, seed=0, autocast="bfloat16", **FAST)
+    assert result.losses[-8:].mean() < 0.3 * result.losses[:8].mean()
+    assert lora.lora_accuracy(result, TEXTS, LABELS) >= 0.9  # evaluated in float32, without autocast
 
 
 # -- merging ------------------------------------------------------------------------------------

@@ -86,6 +86,44 @@ def test_dtype_and_bad_dtype():
         load_model("tiny-llama", dtype="float8")
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_with_the_fix(monkeypatch):
+    import warnings
+
+    from ntps.moments import NTPSWarning
+
+    monkeypatch.setattr(models, "cpu_supports_bf16", lambda: False)
+    with pytest.warns(NTPSWarning) as caught:
+        model, _ = load_model("tiny-llama", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16  # warned, not refused
+    slow = [w for w in caught if issubclass(w.category, NTPSWarning)]
+    assert len(slow) == 1
+    message = str(slow[0].message)
+    assert models.BF16_CPU_BENCHMARK in message and "dtype='float32'" in message and "slower" in message
+    assert slow[0].filename == __file__  # points at the caller's line
+    assert (Path(__file__).parents[1] / models.BF16_CPU_BENCHMARK).is_file()  # the log it names exists
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NTPSWarning)
+        load_model("tiny-llama")  # float32: nothing to say
+        load_model("tiny-llama", dtype="bfloat16", device="meta")  # not on the CPU
+        monkeypatch.setattr(models, "cpu_supports_bf16", lambda: True)
+        load_model("tiny-llama", dtype="bfloat16")  # AVX512-BF16 or AMX: bf16 pays
+
+
+def test_cpu_supports_bf16_reads_torchs_capabilities(monkeypatch):
+    def capabilities(**features):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", "avx2": True, **features})
+        return models.cpu_supports_bf16()
+
+    assert capabilities() is False
+    assert capabilities(avx512_f=True, avx512_bf16=False) is False
+    assert capabilities(avx512_bf16=True) is True
+    assert capabilities(amx_bf16=True) is True
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "arm64", "bf16": True})
+    assert models.cpu_supports_bf16() is True
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "arm64", "neon": True})
+    assert models.cpu_supports_bf16() is False
+
+
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(ModelNotFoundError, match="unknown model 'smollm2-135'.*Did you mean 'smollm2-135m'"):
         load_model("smollm2-135")
