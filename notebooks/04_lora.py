@@ -73,6 +73,7 @@ steps = 48  # optimiser updates per task (the training budget)
 train_batch_size = 8
 group_by_length = True  # batches of similar length: less padding, same texts per window
 max_grad_norm = 1.0
+lora_autocast = None  # "bfloat16": train under autocast (only where the CPU has native bf16, or on a GPU)
 checkpoint_every = 16  # updates between checkpoints (an interrupted run resumes from the last one)
 after_lora_tasks = None  # the tasks whose merged model is run again for NTPS after LoRA (None: every task)
 seed = 0
@@ -116,7 +117,8 @@ pct = f"{confidence:.0%}"
 lora_settings = lora.LoraSettings(  # checked once, here: a bad value fails at the top of the page
     steps=steps, batch_size=train_batch_size, lr=learning_rate, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
     target_modules=target_modules, optimizer=optimizer, schedule=schedule, warmup_ratio=warmup_ratio,
-    max_grad_norm=max_grad_norm, group_by_length=group_by_length, checkpoint_every=checkpoint_every, seed=seed)
+    max_grad_norm=max_grad_norm, group_by_length=group_by_length, checkpoint_every=checkpoint_every, seed=seed,
+    autocast=lora_autocast)
 interval = evaluate.format_interval
 print(f"ntps {ntps.__version__}; model {model_name}; {len(task_names)} tasks: {task_names}")
 
