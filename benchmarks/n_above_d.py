@@ -50,6 +50,7 @@ def run_task(task: str, args, log) -> pd.DataFrame:
     start = time.perf_counter()
     run = experiments.run_statistics([args.model], [task], max_examples={"train": args.train, "test": args.test},
                                      max_length=args.max_length, batch_size=args.batch_size, dtype="float32",
+                                     data_root=args.data_root,
                                      device="cpu", layers=list(range(0, args.depth + 1, args.layer_stride)))
     train, test = run.train[args.model][task], run.test[args.model][task]
     passes = run.extraction
@@ -76,11 +77,12 @@ def run_task(task: str, args, log) -> pd.DataFrame:
     return table
 
 
-def with_majority_share(part: pd.DataFrame) -> pd.DataFrame:
+def with_majority_share(part: pd.DataFrame, root=None) -> pd.DataFrame:
     """The training split's majority-class share, for a task table written before the column was."""
     if "majority_share" not in part.columns:
         task, n_train = part["task"].iloc[0], int(part["n_train"].iloc[0])
-        part.insert(4, "majority_share", probes.majority_accuracy(data.load(task, "train", max_examples=n_train).labels))
+        labels = data.load(task, "train", max_examples=n_train, root=root).labels
+        part.insert(4, "majority_share", probes.majority_accuracy(labels))
     return part
 
 
@@ -98,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-C", type=float, default=1.0, help="inverse L2 strength of the logistic probe")
     parser.add_argument("--ridge", type=float, default=1.0, help="ridge of the least-squares probe")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-root", default=None, help="folder of built tasks (default: the cache)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
         table = run_task(task, args, log)
         table.to_csv(part, index=False, float_format="%.6g")
         stamp.write_text(json.dumps(wanted) + "\n")
-    parts = [with_majority_share(pd.read_csv(args.out / f"{task}.csv")) for task in data.OFFLINE_SUITE
+    parts = [with_majority_share(pd.read_csv(args.out / f"{task}.csv"), args.data_root) for task in data.OFFLINE_SUITE
              if (args.out / f"{task}.csv").is_file()]
     pd.concat(parts, ignore_index=True).to_csv(args.out / "layers.csv", index=False, float_format="%.6g")
     log(f"layers.csv: {len(parts)} tasks")

@@ -124,3 +124,37 @@ def test_bf16_benchmark_finds_no_difference_between_equal_models(bf16_bench, mon
     for row in results["agreement"].values():
         assert row["ntps_max_diff"] == 0 and row["probe_max_diff"] == 0 and row["ntps_spearman"] == pytest.approx(1)
     assert "largest |difference| 0.0000" in capsys.readouterr().out
+
+
+def test_n_above_d_run_reads_back_as_the_chapters_tables(tmp_path, monkeypatch):
+    """The committed-run script on the tiny model and the stand-in tasks: what it writes is what
+    `experiments.committed_run` reads, and each row agrees with the package's own tables."""
+    from ntps import experiments, probes
+
+    monkeypatch.setenv("NTPS_CACHE", str(tmp_path / "cache"))
+    path = Path(__file__).parents[1] / "benchmarks" / "n_above_d.py"
+    spec = importlib.util.spec_from_file_location("n_above_d", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = Path(__file__).parent / "data" / "offline"
+    out = tmp_path / "run"
+    assert script.main(["--model", "tiny-llama", "--tasks", "rt_sentiment", "fortunes_topic", "--train", "8",
+                        "--test", "4", "--max-length", "16", "--depth", "2", "--layer-stride", "1", "--n-k", "3",
+                        "--threads", "1", "--data-root", str(root), "--out", str(out)]) == 0
+    ntps_rows, probe_rows, baselines = experiments.committed_run(out)
+    assert sorted(probe_rows.task.unique()) == ["fortunes_topic", "rt_sentiment"]
+    assert sorted(probe_rows.layer.unique()) == [0, 1, 2]
+    # the majority share, against the training labels it came from
+    from ntps import data
+
+    labels = data.load("fortunes_topic", "train", max_examples=8, root=root).labels
+    share = baselines.loc[baselines.task == "fortunes_topic", "majority_share"]
+    assert np.allclose(share, probes.majority_accuracy(labels))
+    # NTPS against its null, as the score module defines them
+    assert np.allclose(ntps_rows["null"], np.minimum(ntps_rows["k"], ntps_rows["p"]) / ntps_rows["p"], atol=1e-5)
+    # a second run finds every task there and rewrites only the combined table
+    stamp = (out / "rt_sentiment.csv").stat().st_mtime_ns
+    assert script.main(["--model", "tiny-llama", "--tasks", "rt_sentiment", "--train", "8", "--test", "4",
+                        "--max-length", "16", "--depth", "2", "--layer-stride", "1", "--n-k", "3", "--threads", "1",
+                        "--data-root", str(root), "--out", str(out)]) == 0
+    assert (out / "rt_sentiment.csv").stat().st_mtime_ns == stamp
