@@ -300,9 +300,10 @@ else:
 #   breaks, so a text is a passage of whole sentences, at least 40 words long (the shorter tail of
 #   an address is dropped). `sotu_party` keeps the addresses of Democratic and Republican presidents
 #   from 1861 on (Lincoln was the first Republican president): before that every such address is a
-#   Democrat's, and the period would tell the parties apart. Figures of speech of an era still
-#   differ between the parties' terms, so period is not wholly removed. `sotu_era` keeps every address and cuts the years at 1861 (Lincoln's first
-#   address, the Civil War), 1901 (the new century) and 1953 (Eisenhower's first): four eras of
+#   Democrat's, and the period would tell the parties apart. The wording of an era still differs
+#   between the parties' terms in office, so the period is not wholly removed. `sotu_era` keeps
+#   every address and cuts the years at 1861 (Lincoln's first address, the Civil War), 1901 (the
+#   new century) and 1953 (Eisenhower's first): four eras of
 #   similar size, named by their first and last years. Figures and dates in a passage give its era
 #   away at times.
 # - **fortunes_many_topics** reads twelve topic files of `fortunes` that `fortunes_topic` does not
