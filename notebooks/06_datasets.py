@@ -145,7 +145,9 @@ if len(summary_rows):
     plt.show()
 shares = pd.DataFrame([{
     "task": row["task"], "classes": len(row["classes"]),
-    "majority-class share (test)": max(row["test_counts"]) / sum(row["test_counts"]),
+    # the majority baseline as every chapter defines it (ntps.probes.majority_accuracy): the training
+    # split's most frequent class, scored on the test split
+    "majority baseline (test)": row["test_counts"][int(np.argmax(row["train_counts"]))] / sum(row["test_counts"]),
     "smallest-class share (test)": min(row["test_counts"]) / sum(row["test_counts"]),
     "smallest class (test texts)": min(row["test_counts"]),
 } for row in summary_rows]).set_index("task") if summary_rows else pd.DataFrame()
