@@ -694,7 +694,8 @@ if run_ntps is not None:
     run_saturated = float((run_probes["train_accuracy"] == 1.0).mean())
     run_below_one = int((run_probes.groupby("task")["train_accuracy"].median() < 1.0).sum())
     n_large = int((run_sizes["N_train"] >= 1200).sum())
-    run_fixed_layer = int(experiments.nearest(run_probes["layer"], fixed_layer))
+    # the fixed rule of this page, on the run's own depth (it keeps every other layer)
+    run_fixed_layer = int(experiments.nearest(run_probes["layer"], fixed_layer_fraction * run_probes["layer"].max()))
     run_correlation, run_selections = experiments.selection_table(
         run_ntps, run_probes, baselines=run_baselines, fixed_layer=run_fixed_layer,
         fixed_k_fraction=fixed_k_fraction, n_boot=n_boot, confidence=confidence, seed=seed)
