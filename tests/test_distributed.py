@@ -27,7 +27,7 @@ def _rank(rank, world, port, out):
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model, tokenizer = tiny_model("llama", seed=5)
-        result = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, precision="float64")
+        result = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
         np.save(f"{out}/rank{rank}.npy", np.concatenate([result.sum_ss.ravel(), [result.n_texts, result.n_pairs]]))
     finally:
         torch.distributed.destroy_process_group()
@@ -38,9 +38,12 @@ def test_two_ranks_all_reduce_to_one_pass(tmp_path):
 
     mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     model, tokenizer = tiny_model("llama", seed=5)
-    # float64 products on both sides: a shard forms other batches than the whole pass, and float32
-    # products of other batches differ by round-off; the merge itself must add nothing to that
-    whole = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False, precision="float64")
-    expected = np.concatenate([whole.sum_ss.ravel(), [whole.n_texts, whole.n_pairs]])
+    whole = moments(model, tokenizer, TEXTS, LABELS, batch_size=2, progress=False)
     for rank in range(2):  # every rank holds the merged moments
-        np.testing.assert_allclose(np.load(tmp_path / f"rank{rank}.npy"), expected, rtol=1e-10)
+        merged = np.load(tmp_path / f"rank{rank}.npy")
+        assert merged[-2:].tolist() == [whole.n_texts, whole.n_pairs]  # every text and pair counted once
+        # A shard pads its texts in other batches than the whole pass, and the float32 forward of a
+        # differently padded batch differs by round-off (seen: 8e-6 relative, depending on threads);
+        # a lost or doubled shard would be off by a share of the whole.
+        np.testing.assert_allclose(merged[:-2], whole.sum_ss.ravel(), rtol=1e-4,
+                                   atol=1e-6 * np.abs(whole.sum_ss).max())
